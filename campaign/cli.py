@@ -1,0 +1,111 @@
+"""The ``campaign`` command. Parses arguments, configures logging, calls library functions."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from campaign.errors import SpecError
+from schedulers.errors import SchedulerError
+from storage.errors import StoreError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="campaign", description="Resumable MLIP campaigns over Dask.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("launch", help="run a campaign, or resume it from its store")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--scheduler", choices=["local", "slurm"], help="override the spec's scheduler.kind")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the plan (and the SLURM job script), write nothing")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("status", help="what is done, failed and pending, from the store alone")
+    p.add_argument("store", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="write labeled structures to a file")
+    p.add_argument("store", type=Path)
+    p.add_argument("--to", dest="fmt", default="extxyz", choices=["extxyz"])
+    p.add_argument("out", type=Path)
+    return parser
+
+
+def _launch(args) -> int:
+    from campaign.launch import build_stages, launch
+    from campaign.spec import load_spec
+
+    spec = load_spec(args.spec).with_scheduler(args.scheduler)
+    if args.dry_run:
+        stages = build_stages(spec)
+        for stage in stages:
+            print(f"stage {stage.name}: {len(stage.items)} items in batches of {stage.batch_size}")
+        print(f"store: {Path(spec.store).resolve()}  scheduler: {spec.scheduler.kind.value}")
+        if spec.scheduler.kind.value == "slurm":
+            from schedulers.cluster import slurm_job_script
+
+            print("SLURM job script (one per worker job; certificate paths are per launch):")
+            with tempfile.TemporaryDirectory() as tmp:
+                script = slurm_job_script(spec.scheduler, Path(tmp))
+                gc.collect()  # dask-jobqueue's temporary certificate files go with the cluster object
+            print(script)
+        return 0
+    report = launch(spec, progress=not args.no_progress)
+    print(f"Stored {report.frames} labeled frames in {report.store.resolve()}")
+    for s in report.stages:
+        print(f"  {s.stage}: {s.done} done, {s.failed} failed, {s.skipped} already done before this launch")
+    failed = sum(s.failed for s in report.stages)
+    if failed:
+        print(f"  {failed} items failed: `campaign status {report.store}` shows why; launching again retries them")
+    return EXIT_FAILED if failed else 0
+
+
+def _status(args) -> int:
+    from campaign.status import campaign_status, format_status
+    from storage import CampaignStore
+
+    status = campaign_status(CampaignStore.open(args.store))
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def _export(args) -> int:
+    from campaign.export import export_frames
+    from storage import CampaignStore
+
+    n = export_frames(CampaignStore.open(args.store), args.out, args.fmt)
+    print(f"wrote {n} frames to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import distributed  # noqa: F401 - it sets its loggers up on import; quiet them after that
+
+    for noisy in ("distributed", "dask_jobqueue", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return {"launch": _launch, "status": _status, "export": _export}[args.command](args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SchedulerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

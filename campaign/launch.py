@@ -1,0 +1,64 @@
+"""``campaign launch``: validate, lock the store, start the cluster, run every stage, report."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from distributed import Client
+
+from campaign.recipes import label_stages
+from campaign.runner import StageReport, run_stage
+from campaign.spec import CampaignSpec
+from campaign.stage import Stage
+from schedulers.cluster import RunningCluster, open_cluster
+from storage import CampaignStore
+from storage.ledger import plan_block, planned_keys
+
+
+@dataclass
+class LaunchReport:
+    store: Path
+    launch: int
+    stages: list[StageReport]
+    frames: int
+
+
+def build_stages(spec: CampaignSpec) -> list[Stage]:
+    """Every input is read and checked here, before the store is touched."""
+    return label_stages(spec)
+
+
+def _record_plan(store: CampaignStore, stages: list[Stage]) -> None:
+    known = planned_keys(store)
+    blocks = [plan_block([i.key for i in s.items if i.key not in known], s.name) for s in stages]
+    rows = {name: [v for b in blocks for v in b[name]] for name in ("key", "stage")}
+    store.append({"plan": rows})
+
+
+@contextlib.contextmanager
+def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningCluster]:
+    if client is not None:
+        yield RunningCluster(client)
+    else:
+        with open_cluster(spec.scheduler, Path(spec.store)) as running:
+            yield running
+
+
+def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool = True,
+           say: Callable[[str], None] = print) -> LaunchReport:
+    """Run (or resume) a campaign. Pass ``client`` to use a cluster you already have."""
+    stages = build_stages(spec)
+    with CampaignStore.open_for_writing(spec.store, spec.name) as store:
+        launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
+                                            "scheduler": spec.scheduler.kind.value})
+        _record_plan(store, stages)
+        say(f"Store: {Path(spec.store).resolve()} (launch {launch_index})")
+        with _cluster(spec, client) as running:
+            say(f"Dashboard: {running.dashboard_link}")
+            running.wait_for_first_worker()
+            reports = [run_stage(running.client, store, stage, launch_index, progress=progress,
+                                 health_check=running.check_health) for stage in stages]
+        return LaunchReport(Path(spec.store), launch_index, reports, store.length("frames"))

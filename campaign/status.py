@@ -1,0 +1,32 @@
+"""What a store says about its campaign, read from the store alone (no cluster)."""
+
+from __future__ import annotations
+
+from storage import CampaignStore
+from storage.ledger import failures, stage_summary
+
+
+def campaign_status(store: CampaignStore, max_failures: int = 20) -> dict:
+    attrs = store.attrs
+    return {
+        "campaign": attrs.get("campaign"),
+        "store": str(store.directory.resolve()),
+        "schema_version": attrs.get("schema_version"),
+        "launches": len(attrs.get("launches", [])),
+        "frames": store.length("frames"),
+        "stages": stage_summary(store),
+        "failures": [{k: f[k] for k in ("key", "stage", "error", "error_kind", "worker")}
+                     for f in failures(store, limit=max_failures)],
+    }
+
+
+def format_status(status: dict) -> str:
+    lines = [f"campaign {status['campaign']}  store {status['store']}",
+             f"launches {status['launches']}  labeled frames {status['frames']}", "",
+             f"{'stage':<16}{'done':>8}{'failed':>8}{'pending':>9}"]
+    for stage, c in status["stages"].items():
+        lines.append(f"{stage:<16}{c['done']:>8}{c['failed']:>8}{c['pending']:>9}")
+    if status["failures"]:
+        lines += ["", "failed items (a relaunch retries them):"]
+        lines += [f"  {f['stage']} {f['key'][:12]}  [{f['error_kind']}] {f['error']}" for f in status["failures"]]
+    return "\n".join(lines)

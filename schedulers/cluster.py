@@ -1,0 +1,95 @@
+"""Start the cluster a campaign asks for, hand back a connected client, and watch its health."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from distributed import Client
+
+from schedulers.errors import SchedulerError
+from schedulers.local import local_cluster
+from schedulers.settings import SchedulerKind, SchedulerSettings
+from schedulers.slurm import check_sbatch_accepts, slurm_cluster, squeue_report
+
+
+@dataclass
+class RunningCluster:
+    client: Client
+    cluster: Any = None
+    kind: str = "external"
+    has_gpus: bool = False
+    worker_start_timeout_s: float = 600.0
+    _no_workers_since: float | None = field(default=None, repr=False)
+
+    @property
+    def dashboard_link(self) -> str:
+        return self.client.dashboard_link
+
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def wait_for_first_worker(self) -> None:
+        deadline = time.monotonic() + self.worker_start_timeout_s
+        while self.n_workers() == 0:
+            if time.monotonic() > deadline:
+                raise SchedulerError(f"no worker started within {self.worker_start_timeout_s:.0f} s; "
+                                     f"worker jobs: {self._jobs_report()}")
+            time.sleep(0.5)
+
+    def check_health(self) -> None:
+        """Raise if the cluster has had no worker for longer than worker_start_timeout_s."""
+        if self.n_workers() > 0:
+            self._no_workers_since = None
+            return
+        now = time.monotonic()
+        if self._no_workers_since is None:
+            self._no_workers_since = now
+        elif now - self._no_workers_since > self.worker_start_timeout_s:
+            raise SchedulerError(f"the cluster has had no worker for {self.worker_start_timeout_s:.0f} s; "
+                                 f"worker jobs: {self._jobs_report()}")
+
+    def _jobs_report(self) -> str:
+        if self.kind != "slurm":
+            return "local workers did not start"
+        return squeue_report([job.job_id for job in self.cluster.workers.values() if getattr(job, "job_id", None)])
+
+
+def slurm_job_script(settings: SchedulerSettings, shared_directory: Path) -> str:
+    """The script each worker job would run (a scheduler is started and closed, nothing submitted)."""
+    cluster = slurm_cluster(settings.slurm, shared_directory)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterator[RunningCluster]:
+    """A started cluster with at least one worker, closed (jobs cancelled) on exit."""
+    if settings.kind is SchedulerKind.local:
+        cluster = local_cluster(settings.local)
+        try:
+            with Client(cluster) as client:
+                yield RunningCluster(client, cluster, "local", has_gpus=settings.local.gpus > 0)
+        finally:
+            cluster.close()
+        return
+
+    slurm = settings.slurm
+    cluster = slurm_cluster(slurm, shared_directory)
+    try:
+        check_sbatch_accepts(cluster.job_script())
+        if slurm.adapt is not None:
+            cluster.adapt(minimum_jobs=slurm.adapt.minimum_jobs, maximum_jobs=slurm.adapt.maximum_jobs)
+        else:
+            cluster.scale(jobs=slurm.jobs or 1)
+        with Client(cluster) as client:
+            running = RunningCluster(client, cluster, "slurm", has_gpus=slurm.gpus_per_job > 0,
+                                     worker_start_timeout_s=slurm.worker_start_timeout_s)
+            yield running
+    finally:
+        cluster.close()

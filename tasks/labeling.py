@@ -1,0 +1,164 @@
+"""Label structures (energy, forces, stress) with a quantum-chemistry or DFT code through ASE.
+
+A labeler is a frozen settings object; ``calculator()`` builds the ASE calculator on the
+worker, so nothing heavy or unpicklable crosses the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, CalculatorSetupError, PropertyNotImplementedError
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as settings_dataclass
+
+from tasks.outcome import Outcome, run_each
+from tasks.structures import Structure
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+@settings_dataclass(frozen=True, config=_FORBID)
+class TbliteLabeler:
+    """GFN-xTB tight binding through tblite: real quantum chemistry, about a second per small cell."""
+
+    kind: Literal["tblite"] = "tblite"
+    method: Literal["GFN1-xTB", "GFN2-xTB"] = "GFN1-xTB"
+    accuracy: float = Field(1.0, gt=0)
+    electronic_temperature_K: float = Field(300.0, gt=0)
+    max_iterations: int = Field(250, gt=0)
+    # Closer pairs are not chemistry: refuse them before the SCF returns a meaningless number.
+    min_distance_A: float = Field(0.5, ge=0)
+
+    def calculator(self, workdir: Path | None = None) -> Calculator:
+        from tblite.ase import TBLite
+
+        return TBLite(method=self.method, accuracy=self.accuracy,
+                      electronic_temperature=self.electronic_temperature_K,
+                      max_iterations=self.max_iterations, verbosity=0)
+
+
+@settings_dataclass(frozen=True, config=_FORBID)
+class GpawLabeler:
+    """Plane-wave DFT with GPAW (pip install -e .[gpaw]); setups come from the gpaw-data package."""
+
+    kind: Literal["gpaw"] = "gpaw"
+    xc: str = "PBE"
+    ecut_eV: float = Field(400.0, gt=0)
+    kpts: tuple[int, int, int] = (1, 1, 1)
+    smearing_eV: float = Field(0.1, ge=0)
+    spinpol: bool = False
+    initial_magmoms: dict[str, float] = Field(default_factory=dict)
+    max_iterations: int = Field(333, gt=0)
+    min_distance_A: float = Field(0.5, ge=0)
+
+    def calculator(self, workdir: Path | None = None) -> Calculator:
+        from gpaw import GPAW, PW, FermiDirac
+
+        return GPAW(mode=PW(self.ecut_eV), xc=self.xc, kpts=self.kpts, spinpol=self.spinpol,
+                    occupations=FermiDirac(self.smearing_eV), maxiter=self.max_iterations, txt=None)
+
+    def prepare(self, atoms: Atoms) -> None:
+        if self.initial_magmoms:
+            atoms.set_initial_magnetic_moments([self.initial_magmoms.get(s, 0.0) for s in atoms.get_chemical_symbols()])
+
+
+@settings_dataclass(frozen=True, config=_FORBID)
+class AseLabeler:
+    """Any ASE calculator by import path, e.g. ``ase.calculators.vasp.Vasp`` with its keywords.
+
+    File-based codes (VASP, Quantum ESPRESSO, CP2K) run in ``workdir/<structure digest>``, which
+    should be on the nodes' scratch or shared file system.
+    """
+
+    kind: Literal["ase"] = "ase"
+    calculator_class: str = Field(..., min_length=3)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    workdir: str | None = None
+    min_distance_A: float = Field(0.5, ge=0)
+
+    def calculator(self, workdir: Path | None = None) -> Calculator:
+        cls = import_object(self.calculator_class)
+        kwargs = dict(self.parameters)
+        if workdir is not None:
+            kwargs.setdefault("directory", str(workdir))
+        return cls(**kwargs)
+
+
+Labeler = Annotated[Union[TbliteLabeler, GpawLabeler, AseLabeler], Field(discriminator="kind")]
+
+
+def import_object(path: str) -> Any:
+    """``'package.module.Name'`` or ``'package.module:Name'`` → the object, with a clear error."""
+    module_name, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CalculatorSetupError(f"cannot import calculator {path!r}: {exc}") from exc
+
+
+def labeler_settings_json(labeler: Any) -> str:
+    return json.dumps(dataclasses.asdict(labeler), sort_keys=True)
+
+
+@dataclass(frozen=True, eq=False)
+class Label:
+    energy_eV: float
+    forces_eV_per_A: np.ndarray  # (n, 3)
+    stress_eV_per_A3: np.ndarray  # (6,) Voigt xx yy zz yz xz xy; NaN where the code gives none
+
+
+def structure_digest(structure: Structure) -> str:
+    return hashlib.sha256(json.dumps(structure.canonical(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_min_distance(structure: Structure, min_distance_A: float) -> None:
+    """Raise CalculatorSetupError naming the closest pair if it is closer than min_distance_A."""
+    if min_distance_A <= 0 or structure.n_atoms < 2:
+        return
+    from vesin import NeighborList
+
+    pbc = structure.pbc
+    box = structure.cell_A if pbc.any() else np.zeros((3, 3))
+    i, j, d = NeighborList(cutoff=min_distance_A, full_list=False).compute(
+        points=structure.positions_A, box=box, periodic=pbc, quantities="ijd")
+    if len(d):
+        k = int(np.argmin(d))
+        raise CalculatorSetupError(
+            f"atoms {int(i[k])} and {int(j[k])} are {d[k]:.3f} Å apart, closer than min_distance_A={min_distance_A}")
+
+
+def label_structure(structure: Structure, labeler: Any) -> Label:
+    """One single-point calculation: energy, forces and, for periodic cells, stress."""
+    check_min_distance(structure, labeler.min_distance_A)
+    atoms = structure.to_atoms()
+    workdir = None
+    if getattr(labeler, "workdir", None):
+        workdir = Path(labeler.workdir) / f"{structure.tag or 'structure'}-{structure_digest(structure)}"
+    if hasattr(labeler, "prepare"):
+        labeler.prepare(atoms)
+    atoms.calc = labeler.calculator(workdir)
+    energy = float(atoms.get_potential_energy())
+    forces = np.asarray(atoms.get_forces(), dtype=np.float64)
+    stress = np.full(6, np.nan)
+    if atoms.pbc.any():
+        try:
+            stress = np.asarray(atoms.get_stress(voigt=True), dtype=np.float64)
+        except PropertyNotImplementedError:
+            pass
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise RuntimeError(f"labeler returned non-finite energy or forces (energy={energy})")
+    return Label(energy_eV=energy, forces_eV_per_A=forces, stress_eV_per_A3=stress)
+
+
+def label_batch(keys: list[str], structures: list[Structure], labeler: Any) -> list[Outcome]:
+    """Label several structures in one task (work units of seconds, not milliseconds)."""
+    return run_each(label_structure, keys, structures, labeler)
