@@ -9,6 +9,7 @@ from distributed import LocalCluster
 from distributed.security import Security
 
 from schedulers.settings import LocalSettings
+from schedulers.tuning import campaign_dask_config
 
 
 def local_cluster(settings: LocalSettings) -> LocalCluster:
@@ -27,4 +28,5 @@ def local_cluster(settings: LocalSettings) -> LocalCluster:
         kwargs["resources"] = {"GPU": settings.gpus}
     if settings.tls:
         kwargs.update(security=Security.temporary(), protocol="tls://")
-    return LocalCluster(**kwargs)
+    with campaign_dask_config():
+        return LocalCluster(**kwargs)

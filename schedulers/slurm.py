@@ -11,6 +11,7 @@ from pathlib import Path
 
 from schedulers.errors import SchedulerError
 from schedulers.settings import SlurmSettings
+from schedulers.tuning import campaign_dask_config, job_script_exports
 
 THREAD_ENV = ["export OMP_NUM_THREADS=1", "export MKL_NUM_THREADS=1", "export OPENBLAS_NUM_THREADS=1"]
 
@@ -41,26 +42,27 @@ def slurm_cluster(settings: SlurmSettings, shared_directory: Path):
     directives = list(settings.job_extra_directives)
     if settings.gpus_per_job:
         directives.append(f"--gres=gpu:{settings.gpus_per_job}")
-    cluster = SLURMCluster(
-        queue=settings.queue,
-        account=settings.account,
-        cores=settings.cores,
-        processes=settings.processes or settings.cores,
-        memory=settings.memory,
-        walltime=settings.walltime,
-        job_extra_directives=directives,
-        job_script_prologue=THREAD_ENV + list(settings.job_script_prologue),
-        worker_extra_args=worker_extra_args(settings),
-        interface=settings.interface,
-        local_directory=settings.local_directory,
-        log_directory=settings.log_directory or str(shared_directory / "slurm-logs"),
-        python=settings.python or sys.executable,
-        job_name="campaign-worker",
-        security=True if settings.tls else None,
-        shared_temp_directory=str(security_dir),
-        scheduler_options={"dashboard_address": settings.dashboard_address},
-        silence_logs=logging.ERROR,
-    )
+    with campaign_dask_config():
+        cluster = SLURMCluster(
+            queue=settings.queue,
+            account=settings.account,
+            cores=settings.cores,
+            processes=settings.processes or settings.cores,
+            memory=settings.memory,
+            walltime=settings.walltime,
+            job_extra_directives=directives,
+            job_script_prologue=THREAD_ENV + job_script_exports() + list(settings.job_script_prologue),
+            worker_extra_args=worker_extra_args(settings),
+            interface=settings.interface,
+            local_directory=settings.local_directory,
+            log_directory=settings.log_directory or str(shared_directory / "slurm-logs"),
+            python=settings.python or sys.executable,
+            job_name="campaign-worker",
+            security=True if settings.tls else None,
+            shared_temp_directory=str(security_dir),
+            scheduler_options={"dashboard_address": settings.dashboard_address},
+            silence_logs=logging.ERROR,
+        )
     return cluster
 
 

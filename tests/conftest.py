@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+import zarr
+from distributed import Client, LocalCluster
+
+from storage.schema import ZARR_NAME
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One real LocalCluster (2 single-threaded worker processes) shared by in-process launches."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+def write_spec(directory: Path, name: str = "t", structures: list | None = None, **top) -> Path:
+    """A spec file in ``directory`` whose store is ``directory/store``."""
+    spec = {
+        "name": name,
+        "store": str(directory / "store"),
+        "recipe": {"kind": "label", "batch_size": 2, "structures": structures or [small_crs(count=4)]},
+        **top,
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def small_crs(count: int, seed: int = 0, supercell=(1, 1, 2), **extra) -> dict:
+    """8-atom NiAs CrS cells: a fraction of a second each with GFN1-xTB."""
+    return {"prototype": "nias", "formula": "CrS", "a_A": 3.45, "c_A": 5.75, "supercell": list(supercell),
+            "count": count, "max_strain": 0.03, "rattle_A": 0.05, "seed": seed, **extra}
+
+
+def mos2_3x3(count: int, seed: int = 0) -> dict:
+    return {"prototype": "mx2", "formula": "MoS2", "a_A": 3.18, "supercell": [3, 3, 1], "count": count,
+            "max_strain": 0.03, "rattle_A": 0.05, "seed": seed}
+
+
+def committed(store_dir: Path) -> dict:
+    """The store's commit pointer, read the way any outside reader would."""
+    path = store_dir / ZARR_NAME
+    if not (path / "zarr.json").exists():
+        return {}
+    return dict(zarr.open_group(path, mode="r").attrs.get("committed", {}))
+
+
+def tree_digest(directory: Path) -> str:
+    """A hash of every file's path and bytes under directory."""
+    h = hashlib.sha256()
+    for p in sorted(directory.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(directory)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def load_json(text: str) -> dict:
+    return json.loads(text)

@@ -1,0 +1,74 @@
+"""A real single-node SLURM on localhost (scripts/slurm_localhost.sh), driven by dask-jobqueue."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import committed, small_crs, write_spec
+from tests.test_failures_of_infrastructure import _exactly_once, _wait_for
+
+pytestmark = pytest.mark.slurm
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "campaign.cli"]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    subprocess.run(["bash", str(ROOT / "scripts" / "slurm_localhost.sh"), "start"], check=True, timeout=600)
+    assert shutil.which("sbatch")
+    yield
+    subprocess.run(["scancel", "-u", "root"], check=False)
+
+
+def _slurm_spec(tmp_path, count, **slurm):
+    settings = {"queue": "debug", "cores": 1, "memory": "1GB", "walltime": "00:15:00", "jobs": 2,
+                "worker_start_timeout_s": 120, **slurm}
+    return write_spec(tmp_path, structures=[small_crs(count=count, seed=9, supercell=(2, 2, 1))],
+                      scheduler={"kind": "local", "slurm": settings})
+
+
+def _worker_jobs():
+    out = subprocess.run(["squeue", "-h", "-n", "campaign-worker", "-t", "RUNNING", "-o", "%i"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_slurm_campaign_survives_a_cancelled_worker_job(tmp_path, slurm):
+    n = 20
+    spec = _slurm_spec(tmp_path, n)
+    proc = subprocess.Popen([*CLI, "launch", str(spec), "--scheduler", "slurm", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _wait_for(lambda: committed(tmp_path / "store").get("frames", 0) >= 2 or proc.poll() is not None,
+                  180, "first frames from SLURM workers")
+        jobs = _worker_jobs()
+        assert len(jobs) == 2, f"expected two running worker jobs, squeue says {jobs}"
+        subprocess.run(["scancel", jobs[0]], check=True)
+        at_cancel = committed(tmp_path / "store")["frames"]
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert at_cancel < n, "the job must be cancelled while work remains"
+    assert "Dashboard: http" in out and f"Stored {n} labeled frames" in out
+    _exactly_once(tmp_path / "store", n)
+    assert (tmp_path / "store" / "slurm-logs").is_dir()
+    time.sleep(1)
+    assert _worker_jobs() == [], "closing the campaign cancels its worker jobs"
+
+
+def test_a_job_sbatch_refuses_is_a_clear_error(tmp_path, slurm):
+    spec = _slurm_spec(tmp_path, 2, memory="4000GB")
+    start = time.monotonic()
+    run = subprocess.run([*CLI, "launch", str(spec), "--scheduler", "slurm", "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "SLURM refused the worker job" in run.stderr and "memory" in run.stderr
+    assert time.monotonic() - start < 60, "a refused job is reported at once, not after a timeout"

@@ -1,0 +1,85 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import zarr
+
+from storage import CampaignStore, StoreError, StoreLockedError
+from storage.ledger import DONE, LedgerEntry, done_keys, ledger_block
+from storage.schema import ZARR_NAME
+
+
+def _entries(keys, status=DONE):
+    return ledger_block([LedgerEntry(key=k, stage="s", status=status, duration_s=1.0) for k in keys])
+
+
+def test_append_is_visible_to_readers_and_reopen(tmp_path):
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        store.append({"ledger": _entries(["a", "b"])})
+        assert store.length("ledger") == 2
+    reader = CampaignStore.open(tmp_path / "s")
+    assert done_keys(reader) == {"a", "b"}
+
+
+def test_rows_past_the_commit_are_dropped_on_reopen(tmp_path):
+    """A driver killed after writing rows but before the commit pointer: those rows never count."""
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        store.append({"ledger": _entries(["a"])})
+    # Simulate the half-finished transaction: rows written, commit pointer not updated.
+    group = zarr.open_group(tmp_path / "s" / ZARR_NAME, mode="a")
+    keys = group["ledger/key"]
+    keys.resize((3,))
+    keys[1:3] = np.array(["ghost1", "ghost2"], dtype=object)
+    assert done_keys(CampaignStore.open(tmp_path / "s")) == {"a"}
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        assert store._group["ledger/key"].shape == (1,)
+        store.append({"ledger": _entries(["b"])})
+        assert [str(k) for k in store.read("ledger", ["key"])["key"]] == ["a", "b"]
+
+
+def test_append_refuses_ragged_or_incomplete_blocks(tmp_path):
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        block = _entries(["a", "b"])
+        block["duration_s"] = block["duration_s"][:1]
+        with pytest.raises(StoreError, match="different lengths"):
+            store.append({"ledger": block})
+        with pytest.raises(StoreError, match="lacks columns"):
+            store.append({"ledger": {"key": np.array(["a"], dtype=object)}})
+        assert store.length("ledger") == 0
+
+
+def test_store_of_another_campaign_or_not_a_store_is_refused(tmp_path):
+    with CampaignStore.open_for_writing(tmp_path / "s", "c"):
+        pass
+    with pytest.raises(StoreError, match="belongs to campaign 'c'"):
+        CampaignStore.open_for_writing(tmp_path / "s", "other")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="holds no campaign store"):
+        CampaignStore.open_for_writing(tmp_path / "junk", "c")
+    with pytest.raises(StoreError, match="not a campaign store"):
+        CampaignStore.open(tmp_path / "junk")
+
+
+def test_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from storage import CampaignStore
+        s = CampaignStore.open_for_writing({str(tmp_path / 's')!r}, "c")
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError, match=f"pid {holder.pid}"):
+            CampaignStore.open_for_writing(tmp_path / "s", "c")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The kernel dropped the lock with the process: a relaunch after a crash is never blocked.
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        assert store.length("ledger") == 0
