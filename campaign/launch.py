@@ -33,9 +33,8 @@ def build_stages(spec: CampaignSpec) -> list[Stage]:
 
 def _record_plan(store: CampaignStore, stages: list[Stage]) -> None:
     known = planned_keys(store)
-    blocks = [plan_block([i.key for i in s.items if i.key not in known], s.name) for s in stages]
-    rows = {name: [v for b in blocks for v in b[name]] for name in ("key", "stage")}
-    store.append({"plan": rows})
+    new = [(item.key, stage.name) for stage in stages for item in stage.items if item.key not in known]
+    store.append({"plan": plan_block([k for k, _ in new], [s for _, s in new])})
 
 
 @contextlib.contextmanager

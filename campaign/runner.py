@@ -8,6 +8,7 @@ the results of its last unflushed seconds, which the next launch redoes.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *
                          [[i.payload for i in b] for b in batches], key=task_keys, retries=stage.retries,
                          resources=dict(stage.resources) if stage.resources else None, pure=False,
                          **stage.kwargs)
-    batch_of = {f.key: (b, k) for f, b, k in zip(futures, batches, task_keys)}
+    batch_of = dict(zip(task_keys, batches))
     committer = _Committer(store, stage, launch)
     bar = tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress, mininterval=0.5)
     last_flush = last_health = time.monotonic()
@@ -105,9 +106,9 @@ def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *
         while not results.is_empty():
             arrived = results.next_batch(block=False)
             for future, result in arrived:
-                batch, task_key = batch_of.pop(future.key)
+                batch = batch_of.pop(future.key)
                 outcomes = _task_failure(batch, result) if isinstance(result, BaseException) else result
-                committer.add(batch, outcomes, task_key)
+                committer.add(batch, outcomes, future.key)
                 bar.update(len(batch))
                 future.release()
             now = time.monotonic()
@@ -120,8 +121,11 @@ def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *
                     last_health = now
                 time.sleep(0.02)
         committer.flush()
-    except KeyboardInterrupt:
-        committer.flush()  # keep what already arrived; the relaunch does the rest
+    except BaseException:
+        # Ctrl-C, a cluster that lost its workers, a failed write: keep what already arrived (a
+        # retried append rewrites the same rows), and let the relaunch do the rest.
+        with contextlib.suppress(Exception):
+            committer.flush()
         raise
     finally:
         bar.close()

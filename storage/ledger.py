@@ -54,8 +54,8 @@ def done_keys(store: CampaignStore) -> set[str]:
     return {key for key, (status, _) in latest_status(store).items() if status == DONE}
 
 
-def plan_block(keys: Sequence[str], stage: str) -> dict[str, np.ndarray]:
-    return {"key": np.array(list(keys), dtype=object), "stage": np.array([stage] * len(keys), dtype=object)}
+def plan_block(keys: Sequence[str], stages: Sequence[str]) -> dict[str, np.ndarray]:
+    return {"key": np.array(list(keys), dtype=object), "stage": np.array(list(stages), dtype=object)}
 
 
 def planned_keys(store: CampaignStore) -> set[str]:

@@ -52,7 +52,7 @@ def run_each(fn: Callable[..., Any], keys: Sequence[str], items: Sequence[Any], 
             outcomes.append(
                 Outcome(
                     key=key,
-                    error=f"{type(exc).__name__}: {exc}" or type(exc).__name__,
+                    error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                     error_kind=kind,
                     traceback=traceback.format_exc(),
                     duration_s=time.perf_counter() - start,

@@ -97,3 +97,16 @@ def test_resume_skips_done_and_labels_added_structures(tmp_path, client):
     keys = [str(k) for k in store.read("frames", ["key"])["key"]]
     assert len(keys) == len(set(keys)) == 5
     assert all(s == "done" for s, _ in latest_status(store).values())
+
+
+def test_store_reads_with_xarray(tmp_path, client):
+    import xarray as xr
+
+    spec = load_spec(write_spec(tmp_path, structures=[small_crs(count=3, seed=12)]))
+    launch(spec, client=client, progress=False)
+    frames = xr.open_zarr(tmp_path / "store" / "campaign.zarr", group="frames", consolidated=False)
+    assert frames.sizes["frame"] == 3 and frames.sizes["atom"] == int(frames.n_atoms.sum())
+    assert frames.energy_eV.dims == ("frame",) and frames.forces_eV_per_A.dims == ("atom", "xyz")
+    assert frames.cell_A.dims == ("frame", "cell_vector", "xyz")
+    ledger = xr.open_zarr(tmp_path / "store" / "campaign.zarr", group="ledger", consolidated=False)
+    assert set(ledger.status.values.tolist()) == {"done"} and (ledger.duration_s > 0).all()
