@@ -1,0 +1,74 @@
+"""Many systems of different sizes and cells in one set of tensors (per-atom, per-system)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from tasks.nnp.graph import Pairs, neighbour_pairs
+
+
+@dataclass(frozen=True)
+class AtomsBatch:
+    positions: torch.Tensor  # (N, 3)
+    cells: torch.Tensor  # (B, 3, 3)
+    numbers: torch.Tensor  # (N,) long
+    system: torch.Tensor  # (N,) long: which system each atom belongs to
+    n_atoms: np.ndarray  # (B,)
+    pbc: np.ndarray  # (B, 3) bool
+
+    @classmethod
+    def from_atoms(cls, systems: Sequence[Atoms], dtype: torch.dtype = torch.float64,
+                   device: torch.device | str = "cpu") -> "AtomsBatch":
+        n_atoms = np.array([len(a) for a in systems], dtype=np.int64)
+        return cls(
+            positions=torch.as_tensor(np.concatenate([a.positions for a in systems]), dtype=dtype, device=device),
+            cells=torch.as_tensor(np.stack([a.cell.array for a in systems]), dtype=dtype, device=device),
+            numbers=torch.as_tensor(np.concatenate([a.numbers for a in systems]), dtype=torch.long, device=device),
+            system=torch.as_tensor(np.repeat(np.arange(len(systems)), n_atoms), dtype=torch.long, device=device),
+            n_atoms=n_atoms,
+            pbc=np.stack([np.asarray(a.pbc, dtype=bool) for a in systems]),
+        )
+
+    @property
+    def n_systems(self) -> int:
+        return len(self.n_atoms)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.positions.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
+    def pairs(self, cutoff_A: float) -> Pairs:
+        return neighbour_pairs(self.positions.detach().cpu().numpy(), self.cells.detach().cpu().numpy(), self.pbc,
+                               self.n_atoms, cutoff_A, self.dtype, self.device)
+
+    def with_positions(self, positions: torch.Tensor) -> "AtomsBatch":
+        return replace(self, positions=positions)
+
+    def volumes(self) -> torch.Tensor:
+        return torch.linalg.det(self.cells).abs()
+
+    def to_atoms(self) -> list[Atoms]:
+        out, start = [], 0
+        positions = self.positions.detach().cpu().numpy()
+        numbers = self.numbers.cpu().numpy()
+        cells = self.cells.detach().cpu().numpy()
+        for b, n in enumerate(self.n_atoms):
+            out.append(Atoms(numbers=numbers[start:start + n], positions=positions[start:start + n],
+                             cell=cells[b], pbc=self.pbc[b]))
+            start += n
+        return out
+
+
+def per_system_sum(values: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
+    """Sum per-atom values (N, ...) into per-system values (B, ...)."""
+    out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    return out.index_add(0, system, values)

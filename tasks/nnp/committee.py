@@ -1,0 +1,68 @@
+"""A committee is a wrapper around N single models, never a flag inside one.
+
+It returns the mean energy and forces, the energy deviation per atom and DP-GEN's force
+deviation per frame: max over atoms i of sqrt(⟨‖F_i − ⟨F_i⟩‖²⟩) over the members. Members whose
+descriptor settings match share one descriptor evaluation and one batched backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from tasks.nnp.batch import AtomsBatch, per_system_sum
+from tasks.nnp.derivatives import energies_forces_stress
+from tasks.nnp.graph import Pairs
+from tasks.nnp.model import BehlerParrinello
+
+
+def force_deviation_per_frame(member_forces: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
+    """member_forces (M, N, 3) → (B,): max_i sqrt(mean_m ‖F_mi − ⟨F_i⟩‖²)."""
+    spread = (member_forces - member_forces.mean(dim=0, keepdim=True)).pow(2).sum(dim=-1).mean(dim=0).sqrt()
+    out = torch.zeros(n_systems, dtype=spread.dtype, device=spread.device)
+    return out.scatter_reduce(0, system, spread, reduce="amax", include_self=True)
+
+
+class Committee(torch.nn.Module):
+    def __init__(self, members: Sequence[BehlerParrinello]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("a committee needs at least two members")
+        self.members = torch.nn.ModuleList(members)
+        first = members[0].settings.descriptor
+        self.shared_descriptor = all(m.settings.descriptor == first for m in members)
+
+    @property
+    def cutoff_A(self) -> float:
+        return max(m.cutoff_A for m in self.members)
+
+    def _energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+        if not self.shared_descriptor:
+            fns = [m.energy_fn(batch, pairs) for m in self.members]
+            return lambda positions, cells: torch.cat([fn(positions, cells) for fn in fns])
+        lead = self.members[0]
+        species = lead.species(batch.numbers)
+
+        def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+            features = lead.descriptor(positions, cells, species, pairs)
+            return torch.stack([per_system_sum(m.atomic(features, species), batch.system, batch.n_systems)
+                                for m in self.members])
+
+        return energy
+
+    def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, stress: bool = False) -> dict[str, torch.Tensor]:
+        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
+        out = energies_forces_stress(self._energy_fn(batch, pairs), batch, forces=True, stress=stress)
+        energies, forces = out["energy"].detach(), out["forces"].detach()
+        n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
+        result = {
+            "energy": energies.mean(dim=0),
+            "forces": forces.mean(dim=0),
+            "member_energies": energies,
+            "energy_deviation_per_atom": energies.std(dim=0, unbiased=False) / n_atoms,
+            "force_deviation": force_deviation_per_frame(forces, batch.system, batch.n_systems),
+        }
+        if stress:
+            result["stress"] = out["stress"].detach().mean(dim=0)
+        return result

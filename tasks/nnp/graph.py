@@ -1,0 +1,79 @@
+"""Neighbour pairs and angular triplets of a batch of systems, from vesin.
+
+Index arrays are computed without gradients (numpy, per system); distance vectors are then
+formed in torch from positions and cells, so energies differentiate with respect to both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from vesin import NeighborList
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Directed neighbour pairs (i → j) within a cutoff, as global atom indices of the batch."""
+
+    i: torch.Tensor  # (P,) long
+    j: torch.Tensor  # (P,) long
+    shift: torch.Tensor  # (P, 3) integer cell shifts, as the float dtype
+    system: torch.Tensor  # (P,) long: the system of the pair
+
+
+def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n_atoms: np.ndarray,
+                    cutoff_A: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> Pairs:
+    """Full (both directions) neighbour list of every system in the batch.
+
+    positions (N, 3), cells (B, 3, 3), pbc (B, 3), n_atoms (B,): systems are consecutive blocks.
+    """
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    parts_i, parts_j, parts_s, parts_b = [], [], [], []
+    calculator = NeighborList(cutoff=float(cutoff_A), full_list=True)
+    for b, (start, n) in enumerate(zip(starts, n_atoms)):
+        points = np.ascontiguousarray(positions[start:start + n], dtype=np.float64)
+        periodic = np.asarray(pbc[b], dtype=bool)
+        box = cells[b] if periodic.any() else np.zeros((3, 3))
+        i, j, s = calculator.compute(points=points, box=np.asarray(box, dtype=np.float64), periodic=periodic,
+                                     quantities="ijS")
+        parts_i.append(i.astype(np.int64) + start)
+        parts_j.append(j.astype(np.int64) + start)
+        parts_s.append(s)
+        parts_b.append(np.full(len(i), b, dtype=np.int64))
+    i, j, s, b = (np.concatenate(parts) for parts in (parts_i, parts_j, parts_s, parts_b))
+    order = np.argsort(i, kind="stable")  # grouped by center atom, as triplets() needs
+    return Pairs(
+        i=torch.as_tensor(i[order], dtype=torch.long, device=device),
+        j=torch.as_tensor(j[order], dtype=torch.long, device=device),
+        shift=torch.as_tensor(s[order].reshape(-1, 3), dtype=dtype, device=device),
+        system=torch.as_tensor(b[order], dtype=torch.long, device=device),
+    )
+
+
+def pair_vectors(positions: torch.Tensor, cells: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+    """r_j + S·cell − r_i for every pair: differentiable in positions and cells."""
+    offsets = torch.einsum("pk,pkx->px", pairs.shift, cells[pairs.system])
+    return positions[pairs.j] - positions[pairs.i] + offsets
+
+
+def triplets(center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs sorted by center atom: every (a, b), a < b, of two pairs sharing their center.
+
+    Vectorised: pair a at local position l in a segment of c pairs partners with the c-l-1
+    pairs after it.
+    """
+    n = len(center)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    boundaries = np.flatnonzero(np.diff(center)) + 1
+    seg_start = np.concatenate([[0], boundaries])
+    seg_len = np.diff(np.concatenate([seg_start, [n]]))
+    local = np.arange(n) - np.repeat(seg_start, seg_len)
+    partners = np.repeat(seg_len, seg_len) - local - 1
+    a = np.repeat(np.arange(n), partners)
+    # offset of each b from its a: 1, 2, ..., partners
+    first = np.concatenate([[0], np.cumsum(partners)[:-1]])
+    b = a + 1 + (np.arange(len(a)) - np.repeat(first, partners))
+    return a, b

@@ -1,0 +1,158 @@
+"""The Behler–Parrinello model: one feed-forward network per element over symmetry functions.
+
+E = Σ_i [ e_ref(Z_i) + NN_Zi(x_i) − NN_Zi(x_i⁰) ], with x_i the normalised features of atom i and
+x_i⁰ those of an isolated atom (all features zero). An isolated atom therefore has exactly its
+reference energy, and cohesive energies come out as the data say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers
+
+from tasks.nnp.batch import AtomsBatch, per_system_sum
+from tasks.nnp.derivatives import energies_forces_stress
+from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
+from tasks.nnp.graph import Pairs
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    descriptor: DescriptorSettings
+    hidden: tuple[int, ...] = (32, 32)
+
+    def to_dict(self) -> dict:
+        return {"descriptor": self.descriptor.to_dict(), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSettings":
+        d = dict(data["descriptor"])
+        for key in ("elements", "radial_m", "angular_m", "zetas", "lambdas"):
+            d[key] = tuple(d[key])
+        return cls(descriptor=DescriptorSettings(**d), hidden=tuple(data["hidden"]))
+
+
+def _element_net(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Sequential:
+    layers, width = [], n_in
+    for h in hidden:
+        layers += [torch.nn.Linear(width, h), torch.nn.Tanh()]
+        width = h
+    layers.append(torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(*layers)
+
+
+class AtomicNetworks(torch.nn.Module):
+    """Per-element networks plus normalisation and reference energies (no descriptors)."""
+
+    def __init__(self, settings: ModelSettings):
+        super().__init__()
+        d = settings.descriptor
+        self.nets = torch.nn.ModuleList(_element_net(d.n_features, settings.hidden) for _ in d.elements)
+        self.register_buffer("feature_mean", torch.zeros(d.n_elements, d.n_features))
+        self.register_buffer("feature_std", torch.ones(d.n_elements, d.n_features))
+        self.register_buffer("reference_energy_eV", torch.zeros(d.n_elements))
+
+    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Atomic energies (N,)."""
+        x = (features - self.feature_mean[species]) / self.feature_std[species]
+        energies = self.reference_energy_eV[species].clone()
+        for e, net in enumerate(self.nets):
+            mask = species == e
+            if not bool(mask.any()):
+                continue
+            isolated = (-self.feature_mean[e] / self.feature_std[e])[None]
+            energies = energies.masked_scatter(mask, energies[mask] + (net(x[mask]) - net(isolated)).squeeze(-1))
+        return energies
+
+
+class BehlerParrinello(torch.nn.Module):
+    def __init__(self, settings: ModelSettings, dtype: torch.dtype = torch.float64, seed: int = 0):
+        super().__init__()
+        self.settings = settings
+        self.seed = seed
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.descriptor = SymmetryFunctions(settings.descriptor)
+            self.atomic = AtomicNetworks(settings)
+        self.to(dtype)
+        z = [atomic_numbers[s] for s in settings.descriptor.elements]
+        lookup = torch.full((max(z) + 1,), -1, dtype=torch.long)
+        lookup[z] = torch.arange(len(z))
+        self.register_buffer("species_of_z", lookup)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.atomic.feature_mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.atomic.feature_mean.device
+
+    @property
+    def cutoff_A(self) -> float:
+        return self.descriptor.max_cutoff_A
+
+    def species(self, numbers: torch.Tensor) -> torch.Tensor:
+        if int(numbers.max()) >= len(self.species_of_z) or bool((self.species_of_z[numbers] < 0).any()):
+            missing = sorted(set(numbers.tolist()) - {atomic_numbers[s] for s in self.settings.descriptor.elements})
+            raise ValueError(f"model knows {self.settings.descriptor.elements}, not atomic numbers {missing}")
+        return self.species_of_z[numbers]
+
+    def energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+        species = self.species(batch.numbers)
+
+        def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+            features = self.descriptor(positions, cells, species, pairs)
+            return per_system_sum(self.atomic(features, species), batch.system, batch.n_systems)[None]
+
+        return energy
+
+    def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True, stress: bool = False,
+                create_graph: bool = False) -> dict[str, torch.Tensor]:
+        """energy (B,), forces (N, 3), stress (B, 6) in eV, eV/Å, eV/Å³."""
+        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
+        out = energies_forces_stress(self.energy_fn(batch, pairs), batch, forces=forces, stress=stress,
+                                     create_graph=create_graph)
+        return {k: v[0] for k, v in out.items()}
+
+    # -- persistence --------------------------------------------------------------------------
+    def hyperparameters(self) -> dict:
+        return {"settings": self.settings.to_dict(), "seed": self.seed}
+
+    def save(self, path: str | Path) -> str:
+        """Write model and hyperparameters to one file; returns its content hash (sha256)."""
+        buffer = io.BytesIO()
+        state = {k: v.detach().cpu().to(torch.float64) for k, v in self.state_dict().items()}
+        torch.save({"format": "campaign-bpnn-1", "hyperparameters": self.hyperparameters(), "state": state}, buffer)
+        data = buffer.getvalue()
+        Path(path).write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> "BehlerParrinello":
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if payload.get("format") != "campaign-bpnn-1":
+            raise ValueError(f"{path} is not a campaign BPNN model file")
+        hp = payload["hyperparameters"]
+        model = cls(ModelSettings.from_dict(hp["settings"]), dtype=torch.float64, seed=hp["seed"])
+        model.load_state_dict(payload["state"])
+        return model.to(device=device, dtype=dtype)
+
+    def to(self, *args, **kwargs):
+        species = self.species_of_z if hasattr(self, "species_of_z") else None
+        out = super().to(*args, **kwargs)
+        if species is not None:  # an index table stays integer whatever the float dtype
+            out.species_of_z = species.to(device=out.atomic.feature_mean.device)
+        return out
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
