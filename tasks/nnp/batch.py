@@ -72,3 +72,14 @@ def per_system_sum(values: torch.Tensor, system: torch.Tensor, n_systems: int) -
     """Sum per-atom values (N, ...) into per-system values (B, ...)."""
     out = torch.zeros((n_systems, *values.shape[1:]), dtype=values.dtype, device=values.device)
     return out.index_add(0, system, values)
+
+
+def system_energy_fn(atomic_energy_fn, batch: AtomsBatch):
+    """Turn (positions, cells) → atomic energies (M, N) into → system energies (M, B)."""
+
+    def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        atomic = atomic_energy_fn(positions, cells)
+        out = torch.zeros((atomic.shape[0], batch.n_systems), dtype=atomic.dtype, device=atomic.device)
+        return out.index_add(1, batch.system, atomic)
+
+    return energy

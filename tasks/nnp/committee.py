@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from tasks.nnp.batch import AtomsBatch, per_system_sum
+from tasks.nnp.batch import AtomsBatch, system_energy_fn
 from tasks.nnp.derivatives import energies_forces_stress
 from tasks.nnp.graph import Pairs
 from tasks.nnp.model import BehlerParrinello
@@ -37,32 +37,47 @@ class Committee(torch.nn.Module):
     def cutoff_A(self) -> float:
         return max(m.cutoff_A for m in self.members)
 
-    def _energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+        """(positions, cells) → atomic energies (M, N) of the M members."""
         if not self.shared_descriptor:
-            fns = [m.energy_fn(batch, pairs) for m in self.members]
+            fns = [m.atomic_energy_fn(batch, pairs) for m in self.members]
             return lambda positions, cells: torch.cat([fn(positions, cells) for fn in fns])
         lead = self.members[0]
         species = lead.species(batch.numbers)
 
-        def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        def atomic_energies(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
             features = lead.descriptor(positions, cells, species, pairs)
-            return torch.stack([per_system_sum(m.atomic(features, species), batch.system, batch.n_systems)
-                                for m in self.members])
+            return torch.stack([m.atomic(features, species) for m in self.members])
 
-        return energy
+        return atomic_energies
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, stress: bool = False) -> dict[str, torch.Tensor]:
-        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
-        out = energies_forces_stress(self._energy_fn(batch, pairs), batch, forces=True, stress=stress)
-        energies, forces = out["energy"].detach(), out["forces"].detach()
-        n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
-        result = {
-            "energy": energies.mean(dim=0),
-            "forces": forces.mean(dim=0),
-            "member_energies": energies,
-            "energy_deviation_per_atom": energies.std(dim=0, unbiased=False) / n_atoms,
-            "force_deviation": force_deviation_per_frame(forces, batch.system, batch.n_systems),
-        }
-        if stress:
-            result["stress"] = out["stress"].detach().mean(dim=0)
-        return result
+        return committee_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, stress)
+
+
+def committee_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None,
+                      stress: bool) -> dict[str, torch.Tensor]:
+    """Mean energy/forces/stress and the deviations, from members' atomic energies (M, N)."""
+    pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
+    out = energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=True,
+                                 stress=stress)
+    energies, forces = out["energy"].detach(), out["forces"].detach()
+    n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
+    result = {
+        "energy": energies.mean(dim=0),
+        "forces": forces.mean(dim=0),
+        "member_energies": energies,
+        "energy_deviation_per_atom": energies.std(dim=0, unbiased=False) / n_atoms,
+        "force_deviation": force_deviation_per_frame(forces, batch.system, batch.n_systems),
+    }
+    if stress:
+        result["stress"] = out["stress"].detach().mean(dim=0)
+    return result

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from tasks.nnp.batch import AtomsBatch, per_system_sum
+from tasks.nnp.batch import AtomsBatch, system_energy_fn
 from tasks.nnp.derivatives import energies_forces_stress
 from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
 from tasks.nnp.graph import Pairs
@@ -106,21 +106,21 @@ class BehlerParrinello(torch.nn.Module):
             raise ValueError(f"model knows {self.settings.descriptor.elements}, not atomic numbers {missing}")
         return self.species_of_z[numbers]
 
-    def energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+    def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
+        """(positions, cells) → atomic energies (1, N)."""
         species = self.species(batch.numbers)
 
-        def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-            features = self.descriptor(positions, cells, species, pairs)
-            return per_system_sum(self.atomic(features, species), batch.system, batch.n_systems)[None]
+        def atomic_energies(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+            return self.atomic(self.descriptor(positions, cells, species, pairs), species)[None]
 
-        return energy
+        return atomic_energies
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True, stress: bool = False,
                 create_graph: bool = False) -> dict[str, torch.Tensor]:
         """energy (B,), forces (N, 3), stress (B, 6) in eV, eV/Å, eV/Å³."""
         pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
-        out = energies_forces_stress(self.energy_fn(batch, pairs), batch, forces=forces, stress=stress,
-                                     create_graph=create_graph)
+        out = energies_forces_stress(system_energy_fn(self.atomic_energy_fn(batch, pairs), batch), batch,
+                                     forces=forces, stress=stress, create_graph=create_graph)
         return {k: v[0] for k, v in out.items()}
 
     # -- persistence --------------------------------------------------------------------------
