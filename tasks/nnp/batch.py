@@ -83,3 +83,24 @@ def system_energy_fn(atomic_energy_fn, batch: AtomsBatch):
         return out.index_add(1, batch.system, atomic)
 
     return energy
+
+
+def concat_batches(parts: Sequence[tuple[AtomsBatch, Pairs]]) -> tuple[AtomsBatch, Pairs]:
+    """Join single-system batches and their neighbour pairs into one (indices shifted)."""
+    atom_offsets = np.concatenate([[0], np.cumsum([p[0].positions.shape[0] for p in parts])[:-1]])
+    system_offsets = np.concatenate([[0], np.cumsum([p[0].n_systems for p in parts])[:-1]])
+    batch = AtomsBatch(
+        positions=torch.cat([b.positions for b, _ in parts]),
+        cells=torch.cat([b.cells for b, _ in parts]),
+        numbers=torch.cat([b.numbers for b, _ in parts]),
+        system=torch.cat([b.system + int(o) for (b, _), o in zip(parts, system_offsets)]),
+        n_atoms=np.concatenate([b.n_atoms for b, _ in parts]),
+        pbc=np.concatenate([b.pbc for b, _ in parts]),
+    )
+    pairs = Pairs(
+        i=torch.cat([p.i + int(o) for (_, p), o in zip(parts, atom_offsets)]),
+        j=torch.cat([p.j + int(o) for (_, p), o in zip(parts, atom_offsets)]),
+        shift=torch.cat([p.shift for _, p in parts]),
+        system=torch.cat([p.system + int(o) for (_, p), o in zip(parts, system_offsets)]),
+    )
+    return batch, pairs

@@ -1,0 +1,77 @@
+"""Pure step functions over a batched MDState: each takes a state and returns the next one.
+
+Per-system settings (temperature, time step) are tensors of shape (B,) or scalars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from tasks.md.state import FS, KB_EV_PER_K, MDState, with_positions
+
+
+def _per_atom(state: MDState, value) -> torch.Tensor:
+    """A scalar or per-system (B,) value as a per-atom column (N, 1)."""
+    value = torch.as_tensor(value, dtype=state.velocities.dtype, device=state.velocities.device)
+    if value.ndim == 0:
+        value = value.expand(state.n_systems)
+    return value[state.batch.system][:, None]
+
+
+def _free(state: MDState, velocities: torch.Tensor) -> torch.Tensor:
+    return torch.where(state.fixed[:, None], torch.zeros_like(velocities), velocities)
+
+
+def velocity_verlet_step(state: MDState, model, *, timestep_fs) -> MDState:
+    """NVE. timestep_fs: scalar or (B,)."""
+    dt = _per_atom(state, timestep_fs) * FS
+    accel = state.forces / state.masses[:, None]
+    half = _free(state, state.velocities + 0.5 * dt * accel)
+    positions = state.batch.positions + dt * half
+    new = with_positions(model, state, positions)
+    velocities = _free(state, half + 0.5 * dt * new.forces / state.masses[:, None])
+    return replace(new, velocities=velocities, step=state.step + 1,
+                   time_fs=state.time_fs + torch.as_tensor(timestep_fs, dtype=dt.dtype).expand(state.n_systems))
+
+
+def langevin_step(state: MDState, model, *, timestep_fs, temperature_K, friction_per_fs: float,
+                  generator: torch.Generator) -> MDState:
+    """NVT Langevin (BAOAB splitting), per-system temperature. The generator carries the seed."""
+    dt = _per_atom(state, timestep_fs) * FS
+    gamma = friction_per_fs / FS
+    kT = _per_atom(state, temperature_K) * KB_EV_PER_K
+    inv_m = 1.0 / state.masses[:, None]
+    v = state.velocities + 0.5 * dt * state.forces * inv_m  # B
+    positions = state.batch.positions + 0.5 * dt * _free(state, v)  # A
+    c1 = torch.exp(-gamma * dt)  # O
+    noise = torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
+    v = c1 * v + torch.sqrt((1 - c1 ** 2) * kT * inv_m) * noise
+    v = _free(state, v)
+    positions = positions + 0.5 * dt * v  # A
+    new = with_positions(model, state, positions)
+    v = _free(state, v + 0.5 * dt * new.forces * inv_m)  # B
+    return replace(new, velocities=v, step=state.step + 1,
+                   time_fs=state.time_fs + torch.as_tensor(timestep_fs, dtype=dt.dtype).expand(state.n_systems))
+
+
+def berendsen_step(state: MDState, model, *, timestep_fs, temperature_K, tau_fs: float) -> MDState:
+    """Velocity Verlet followed by Berendsen velocity rescaling towards temperature_K (per system)."""
+    new = velocity_verlet_step(state, model, timestep_fs=timestep_fs)
+    current = torch.clamp(new.temperature_K(), min=1e-8)
+    target = torch.as_tensor(temperature_K, dtype=current.dtype, device=current.device).expand(state.n_systems)
+    ratio = torch.as_tensor(timestep_fs, dtype=current.dtype, device=current.device) / tau_fs
+    scale = torch.sqrt(torch.clamp(1 + ratio * (target / current - 1), 0.8, 1.25))
+    return replace(new, velocities=new.velocities * scale[new.batch.system][:, None])
+
+
+def adaptive_timestep_fs(state: MDState, *, max_displacement_A: float, max_timestep_fs: float,
+                         min_timestep_fs: float = 1e-4) -> torch.Tensor:
+    """Per-system step so that no atom moves more than max_displacement_A (for ion impacts,
+    where a projectile at keV energies would otherwise jump through its target)."""
+    speed = state.velocities.norm(dim=1)
+    fastest = torch.zeros(state.n_systems, dtype=speed.dtype, device=speed.device).scatter_reduce(
+        0, state.batch.system, speed, reduce="amax", include_self=True)
+    dt = max_displacement_A / torch.clamp(fastest, min=1e-12) / FS
+    return torch.clamp(dt, min=min_timestep_fs, max=max_timestep_fs)

@@ -1,0 +1,111 @@
+"""The batched MD state and how forces are evaluated on it (with a Verlet skin).
+
+Units are ASE's: Å, eV, amu, and velocities in Å·sqrt(eV/amu), so Atoms.get_velocities() and
+set_velocities() read and write them directly. Time steps are given in fs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms, units
+
+from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.graph import Pairs
+
+KB_EV_PER_K = units.kB
+FS = units.fs  # one femtosecond in ASE time units
+
+
+@dataclass(frozen=True, eq=False)
+class MDState:
+    batch: AtomsBatch
+    velocities: torch.Tensor  # (N, 3)
+    masses: torch.Tensor  # (N,) amu
+    fixed: torch.Tensor  # (N,) bool: atoms that never move
+    energy: torch.Tensor  # (B,) potential energy of the current positions
+    forces: torch.Tensor  # (N, 3), zero on fixed atoms
+    deviation: torch.Tensor | None  # (B,) committee force deviation, if the model gives one
+    pairs: Pairs
+    pairs_positions: torch.Tensor  # positions when the pair list was built
+    skin_A: float
+    step: int = 0
+    time_fs: torch.Tensor | None = None  # (B,) elapsed time per system (steps may differ)
+
+    @property
+    def n_systems(self) -> int:
+        return self.batch.n_systems
+
+    def degrees_of_freedom(self) -> torch.Tensor:
+        free = (~self.fixed).to(self.velocities.dtype)
+        dof = torch.zeros(self.n_systems, dtype=free.dtype, device=free.device).index_add(0, self.batch.system, free) * 3
+        return torch.clamp(dof, min=1.0)
+
+    def kinetic_energy(self) -> torch.Tensor:
+        per_atom = 0.5 * self.masses * self.velocities.pow(2).sum(dim=1)
+        return torch.zeros(self.n_systems, dtype=per_atom.dtype, device=per_atom.device).index_add(
+            0, self.batch.system, per_atom)
+
+    def temperature_K(self) -> torch.Tensor:
+        return 2 * self.kinetic_energy() / (self.degrees_of_freedom() * KB_EV_PER_K)
+
+    def to_atoms(self) -> list[Atoms]:
+        out, start = [], 0
+        velocities = self.velocities.detach().cpu().numpy()
+        for atoms, n in zip(self.batch.to_atoms(), self.batch.n_atoms):
+            atoms.set_velocities(velocities[start:start + n])
+            out.append(atoms)
+            start += n
+        return out
+
+
+def evaluate(model: torch.nn.Module, state_batch: AtomsBatch, pairs: Pairs, fixed: torch.Tensor):
+    out = model(state_batch, pairs)
+    forces = out["forces"].detach()
+    forces = torch.where(fixed[:, None], torch.zeros_like(forces), forces)
+    return out["energy"].detach(), forces, out.get("force_deviation")
+
+
+def initial_state(model: torch.nn.Module, systems: Sequence[Atoms], *, temperature_K: float | Sequence[float] = 0.0,
+                  seed: int, fixed: Sequence[np.ndarray] | None = None, skin_A: float = 0.5,
+                  dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> MDState:
+    """State from ASE Atoms; velocities from the Atoms if set, else Maxwell–Boltzmann at temperature_K
+    (seeded), with the centre-of-mass motion of each system removed."""
+    lead = model.members[0] if getattr(model, "members", None) is not None else model
+    dtype = dtype or lead.dtype
+    device = device or lead.device
+    batch = AtomsBatch.from_atoms(systems, dtype=dtype, device=device)
+    masses = torch.as_tensor(np.concatenate([a.get_masses() for a in systems]), dtype=dtype, device=device)
+    fixed_mask = torch.as_tensor(np.concatenate(fixed) if fixed is not None else np.zeros(len(masses), bool),
+                                 dtype=torch.bool, device=device)
+    temps = np.broadcast_to(np.asarray(temperature_K, dtype=np.float64), (len(systems),))
+    rng = np.random.default_rng(seed)
+    velocities = []
+    for atoms, t in zip(systems, temps):
+        v = atoms.get_velocities()
+        if v is None or not np.any(v):
+            sigma = np.sqrt(KB_EV_PER_K * t / atoms.get_masses())[:, None]
+            v = rng.normal(size=(len(atoms), 3)) * sigma
+            if len(atoms) > 1:
+                v -= (atoms.get_masses()[:, None] * v).sum(0) / atoms.get_masses().sum()
+        velocities.append(v)
+    velocities = torch.as_tensor(np.concatenate(velocities), dtype=dtype, device=device)
+    velocities = torch.where(fixed_mask[:, None], torch.zeros_like(velocities), velocities)
+    pairs = batch.pairs(model.cutoff_A + skin_A)
+    energy, forces, deviation = evaluate(model, batch, pairs, fixed_mask)
+    return MDState(batch, velocities, masses, fixed_mask, energy, forces, deviation, pairs, batch.positions.clone(),
+                   skin_A, 0, torch.zeros(len(systems), dtype=dtype, device=device))
+
+
+def with_positions(model: torch.nn.Module, state: MDState, positions: torch.Tensor, **changes) -> MDState:
+    """New positions → new forces; the pair list is rebuilt only when some atom moved over skin/2."""
+    batch = state.batch.with_positions(positions)
+    pairs, reference = state.pairs, state.pairs_positions
+    if float((positions - reference).norm(dim=1).max()) > 0.5 * state.skin_A:
+        pairs, reference = batch.pairs(model.cutoff_A + state.skin_A), positions.clone()
+    energy, forces, deviation = evaluate(model, batch, pairs, state.fixed)
+    return replace(state, batch=batch, energy=energy, forces=forces, deviation=deviation, pairs=pairs,
+                   pairs_positions=reference, **changes)

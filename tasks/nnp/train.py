@@ -1,0 +1,197 @@
+"""Fit a Behler–Parrinello model (or a committee, one seed and one split per member) to labels.
+
+Loss = w_E ⟨(ΔE / N_atoms)²⟩ + w_F ⟨ΔF²⟩ over frames and force components; Adam with exponential
+learning-rate decay; early stopping on the validation split, keeping the best state.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from tasks.nnp.batch import AtomsBatch, concat_batches
+from tasks.nnp.descriptors import DescriptorSettings
+from tasks.nnp.graph import Pairs
+from tasks.nnp.model import BehlerParrinello, ModelSettings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    hidden: tuple[int, ...] = (32, 32)
+    radial_cutoff_A: float = 5.5
+    angular_cutoff_A: float = 4.0
+    max_epochs: int = 400
+    frames_per_step: int = 8
+    learning_rate: float = 3e-3
+    lr_decay_per_epoch: float = 0.99
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    validation_fraction: float = 0.2
+    patience_epochs: int = 40
+    dtype: str = "float64"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledData:
+    """Frames with labels, kept as tensors with their neighbour pairs (computed once)."""
+
+    parts: list[tuple[AtomsBatch, Pairs]]
+    energy_eV: torch.Tensor  # (F,)
+    forces_eV_per_A: list[torch.Tensor]  # per frame (n, 3)
+    elements: tuple[str, ...]
+
+
+@dataclass
+class TrainReport:
+    seed: int
+    epochs: int
+    best_epoch: int
+    n_train: int
+    n_validation: int
+    train_energy_rmse_meV_per_atom: float
+    train_force_rmse_eV_per_A: float
+    validation_energy_rmse_meV_per_atom: float
+    validation_force_rmse_eV_per_A: float
+    wall_s: float
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # epoch, train loss, validation loss
+
+
+def prepare(frames: Sequence[Atoms], elements: Sequence[str], cutoff_A: float, dtype: torch.dtype,
+            device: str = "cpu") -> LabeledData:
+    parts, energies, forces = [], [], []
+    for atoms in frames:
+        batch = AtomsBatch.from_atoms([atoms], dtype=dtype, device=device)
+        parts.append((batch, batch.pairs(cutoff_A)))
+        energies.append(atoms.get_potential_energy())
+        forces.append(torch.as_tensor(atoms.get_forces(), dtype=dtype, device=device))
+    return LabeledData(parts, torch.as_tensor(energies, dtype=dtype, device=device), forces, tuple(elements))
+
+
+def _features(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]):
+    with torch.no_grad():
+        for k in idx:
+            batch, pairs = data.parts[k]
+            species = model.species(batch.numbers)
+            yield species, model.descriptor(batch.positions, batch.cells, species, pairs)
+
+
+def fit_normalisation_and_references(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]) -> None:
+    """Feature mean/std per element, and reference energies by least squares on composition
+    (isolated-atom frames, where present, fix their element's reference exactly)."""
+    n_el = model.settings.descriptor.n_elements
+    sums = [[] for _ in range(n_el)]
+    composition = np.zeros((len(idx), n_el))
+    for row, (species, features) in enumerate(_features(model, data, idx)):
+        for e in range(n_el):
+            sums[e].append(features[species == e])
+        composition[row] = np.bincount(species.cpu().numpy(), minlength=n_el)
+    atomic = model.atomic
+    with torch.no_grad():
+        for e in range(n_el):
+            x = torch.cat(sums[e]) if sums[e] else torch.zeros(0, atomic.feature_mean.shape[1])
+            if len(x) > 1:
+                atomic.feature_mean[e] = x.mean(0)
+                atomic.feature_std[e] = torch.clamp(x.std(0), min=1e-3)
+        energies = data.energy_eV[list(idx)].cpu().numpy()
+        reference = np.linalg.lstsq(composition, energies, rcond=None)[0]
+        for row, k in enumerate(idx):
+            if composition[row].sum() == 1:  # an isolated atom
+                reference[int(np.argmax(composition[row]))] = energies[row]
+        atomic.reference_energy_eV.copy_(torch.as_tensor(reference))
+
+
+def _errors(model: BehlerParrinello, data: LabeledData, idx: Sequence[int], frames_per_step: int,
+            create_graph: bool):
+    """Yield (energy error per atom (B,), force errors (n, 3)) per minibatch."""
+    for start in range(0, len(idx), frames_per_step):
+        chunk = idx[start:start + frames_per_step]
+        batch, pairs = concat_batches([data.parts[k] for k in chunk])
+        out = model(batch, pairs, create_graph=create_graph)
+        n_atoms = torch.as_tensor(batch.n_atoms, dtype=out["energy"].dtype, device=out["energy"].device)
+        de = (out["energy"] - data.energy_eV[chunk]) / n_atoms
+        df = out["forces"] - torch.cat([data.forces_eV_per_A[k] for k in chunk])
+        yield de, df
+
+
+def rmse(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]) -> tuple[float, float]:
+    """(energy RMSE meV/atom, force RMSE eV/Å)."""
+    if len(idx) == 0:
+        return float("nan"), float("nan")
+    des, dfs = [], []
+    for de, df in _errors(model, data, list(idx), 32, create_graph=False):
+        des.append(de.detach())
+        dfs.append(df.detach())
+    de, df = torch.cat(des), torch.cat(dfs)
+    return float(de.pow(2).mean().sqrt()) * 1e3, float(df.pow(2).mean().sqrt())
+
+
+def split(n_frames: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n_frames)
+    n_val = int(round(validation_fraction * n_frames))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train_model(data: LabeledData, settings: TrainSettings, seed: int,
+                warm_start: BehlerParrinello | None = None) -> tuple[BehlerParrinello, TrainReport]:
+    """One model with its own seed and its own train/validation split."""
+    start_time = time.perf_counter()
+    dtype = getattr(torch, settings.dtype)
+    train_idx, val_idx = split(len(data.parts), settings.validation_fraction, seed)
+    if warm_start is not None:
+        model = copy.deepcopy(warm_start).to(dtype=dtype, device=settings.device)
+    else:
+        descriptor = DescriptorSettings(elements=data.elements, radial_cutoff_A=settings.radial_cutoff_A,
+                                        angular_cutoff_A=settings.angular_cutoff_A)
+        model = BehlerParrinello(ModelSettings(descriptor, settings.hidden), dtype=dtype, seed=seed).to(settings.device)
+        fit_normalisation_and_references(model, data, train_idx)
+    model.seed = seed
+    optimiser = torch.optim.Adam(model.atomic.nets.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=settings.lr_decay_per_epoch)
+    rng = np.random.default_rng(seed)
+    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
+    history = []
+    epoch = 0
+    for epoch in range(1, settings.max_epochs + 1):
+        order = train_idx[rng.permutation(len(train_idx))].tolist()
+        total = 0.0
+        for de, df in _errors(model, data, order, settings.frames_per_step, create_graph=True):
+            loss = settings.energy_weight * de.pow(2).mean() + settings.force_weight * df.pow(2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(de)
+        scheduler.step()
+        val_loss = _loss(model, data, val_idx if len(val_idx) else train_idx, settings)
+        history.append((epoch, total / max(1, len(train_idx)), val_loss))
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= settings.patience_epochs:
+            break
+    model.load_state_dict(best[2])
+    e_tr, f_tr = rmse(model, data, train_idx)
+    e_va, f_va = rmse(model, data, val_idx)
+    return model, TrainReport(seed, epoch, best[1], len(train_idx), len(val_idx), e_tr, f_tr, e_va, f_va,
+                              time.perf_counter() - start_time, history)
+
+
+def _loss(model, data, idx, settings) -> float:
+    total, count = 0.0, 0
+    for de, df in _errors(model, data, list(idx), 32, create_graph=False):
+        total += float((settings.energy_weight * de.pow(2).mean() + settings.force_weight * df.pow(2).mean()).detach()) * len(de)
+        count += len(de)
+    return total / max(1, count)
+
+
+def train_committee(data: LabeledData, settings: TrainSettings, seeds: Sequence[int],
+                    warm_start: Sequence[BehlerParrinello] | None = None):
+    """N members, each with its own seed and split; returns (models, reports)."""
+    results = [train_model(data, settings, seed, warm_start[k] if warm_start else None)
+               for k, seed in enumerate(seeds)]
+    return [m for m, _ in results], [r for _, r in results]
