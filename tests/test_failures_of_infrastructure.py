@@ -14,7 +14,6 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
-from campaign.cli import main
 from campaign.launch import launch
 from campaign.spec import load_spec
 from schedulers.local import local_cluster

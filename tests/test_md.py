@@ -1,5 +1,6 @@
 """The batched MD engine with a real (untrained, smooth) Behler–Parrinello model."""
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_adaptive_timestep_bounds_the_displacement_of_a_fast_atom(model):
     state = initial_state(model, systems, temperature_K=300, seed=5)
     v = state.velocities.clone()
     v[0] = torch.tensor([0.0, 0.0, -50.0], dtype=v.dtype)  # ~ keV-scale projectile in system 0
-    state = state.__class__(**{**state.__dict__, "velocities": v})
+    state = replace(state, velocities=v)
     dt = adaptive_timestep_fs(state, max_displacement_A=0.1, max_timestep_fs=1.0)
     assert float(dt[1]) == 1.0 and float(dt[0]) < 1.0
     new = velocity_verlet_step(state, model, timestep_fs=dt)

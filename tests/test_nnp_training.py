@@ -20,7 +20,7 @@ from tasks.md.run import run
 from tasks.md.state import initial_state
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import Committee
-from tasks.nnp.train import TrainSettings, prepare, rmse, train_committee, train_model
+from tasks.nnp.train import TrainSettings, prepare, train_committee, train_model
 from tests.conftest import mos2_3x3, small_crs, write_spec
 
 pytestmark = pytest.mark.slow

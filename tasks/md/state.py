@@ -74,9 +74,8 @@ def initial_state(model: torch.nn.Module, systems: Sequence[Atoms], *, temperatu
                   dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> MDState:
     """State from ASE Atoms; velocities from the Atoms if set, else Maxwell–Boltzmann at temperature_K
     (seeded), with the centre-of-mass motion of each system removed."""
-    lead = model.members[0] if getattr(model, "members", None) is not None else model
-    dtype = dtype or lead.dtype
-    device = device or lead.device
+    dtype = dtype or model.dtype
+    device = device or model.device
     batch = AtomsBatch.from_atoms(systems, dtype=dtype, device=device)
     masses = torch.as_tensor(np.concatenate([a.get_masses() for a in systems]), dtype=dtype, device=device)
     fixed_mask = torch.as_tensor(np.concatenate(fixed) if fixed is not None else np.zeros(len(masses), bool),

@@ -6,7 +6,6 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from tasks.nnp.batch import AtomsBatch
-from tasks.nnp.committee import Committee
 
 
 class NNPCalculator(Calculator):
@@ -18,8 +17,7 @@ class NNPCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        lead = self.model.members[0] if isinstance(self.model, Committee) else self.model
-        batch = AtomsBatch.from_atoms([self.atoms], dtype=lead.dtype, device=lead.device)
+        batch = AtomsBatch.from_atoms([self.atoms], dtype=self.model.dtype, device=self.model.device)
         want_stress = "stress" in properties and bool(self.atoms.pbc.all())
         out = self.model(batch, stress=want_stress)
         energy = float(out["energy"][0].detach())
@@ -27,6 +25,6 @@ class NNPCalculator(Calculator):
                         "forces": out["forces"].detach().cpu().numpy()}
         if want_stress:
             self.results["stress"] = out["stress"][0].detach().cpu().numpy()
-        if isinstance(self.model, Committee):
+        if "force_deviation" in out:
             self.results["force_deviation"] = float(out["force_deviation"][0])
             self.results["energy_deviation_per_atom"] = float(out["energy_deviation_per_atom"][0])

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.batch import AtomsBatch, system_energy_fn
+from tasks.nnp.graph import Pairs
 
 EnergyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
@@ -49,3 +50,12 @@ def energies_forces_stress(energy_fn: EnergyFn, batch: AtomsBatch, *, forces: bo
         volume = batch.volumes()
         out["stress"] = torch.stack([virial[..., a, b] for a, b in VOIGT], dim=-1) / volume[None, :, None]
     return out
+
+
+def single_potential_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
+                             forces: bool, stress: bool, create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """energy (B,), forces (N, 3), stress (B, 6) of a one-model atomic-energy function."""
+    pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
+    out = energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=forces,
+                                 stress=stress, create_graph=create_graph)
+    return {k: v[0] for k, v in out.items()}

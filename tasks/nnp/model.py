@@ -7,19 +7,16 @@ reference energy, and cohesive energies come out as the data say.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from tasks.nnp.batch import AtomsBatch, system_energy_fn
-from tasks.nnp.derivatives import energies_forces_stress
+from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.derivatives import single_potential_results
 from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
 from tasks.nnp.graph import Pairs
 
@@ -118,10 +115,8 @@ class BehlerParrinello(torch.nn.Module):
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True, stress: bool = False,
                 create_graph: bool = False) -> dict[str, torch.Tensor]:
         """energy (B,), forces (N, 3), stress (B, 6) in eV, eV/Å, eV/Å³."""
-        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
-        out = energies_forces_stress(system_energy_fn(self.atomic_energy_fn(batch, pairs), batch), batch,
-                                     forces=forces, stress=stress, create_graph=create_graph)
-        return {k: v[0] for k, v in out.items()}
+        return single_potential_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces,
+                                        stress=stress, create_graph=create_graph)
 
     # -- persistence --------------------------------------------------------------------------
     def hyperparameters(self) -> dict:

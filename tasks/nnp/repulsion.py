@@ -18,9 +18,9 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from tasks.nnp.batch import AtomsBatch, system_energy_fn
+from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import committee_results
-from tasks.nnp.derivatives import energies_forces_stress
+from tasks.nnp.derivatives import single_potential_results
 from tasks.nnp.graph import Pairs, pair_vectors
 
 COULOMB_EV_A = 14.399645  # e²/(4πε0) in eV·Å
@@ -165,10 +165,8 @@ class Blended(torch.nn.Module):
                 stress: bool = False) -> dict[str, torch.Tensor]:
         if self.members is not None:
             return committee_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, stress)
-        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
-        out = energies_forces_stress(system_energy_fn(self.atomic_energy_fn(batch, pairs), batch), batch,
-                                     forces=forces, stress=stress)
-        return {k: v[0] for k, v in out.items()}
+        return single_potential_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces,
+                                        stress=stress)
 
 
 def dimer_scan(element_a: str, element_b: str, distances_A: Sequence[float], labeler, box_A: float = 20.0) -> np.ndarray:
