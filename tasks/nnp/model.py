@@ -141,13 +141,6 @@ class BehlerParrinello(torch.nn.Module):
         model.load_state_dict(payload["state"])
         return model.to(device=device, dtype=dtype)
 
-    def to(self, *args, **kwargs):
-        species = self.species_of_z if hasattr(self, "species_of_z") else None
-        out = super().to(*args, **kwargs)
-        if species is not None:  # an index table stays integer whatever the float dtype
-            out.species_of_z = species.to(device=out.atomic.feature_mean.device)
-        return out
-
 
 def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
