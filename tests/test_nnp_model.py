@@ -64,13 +64,13 @@ def test_energy_is_invariant_to_rotation_translation_and_permutation():
     atoms.pbc = False  # a free cluster can be rotated arbitrarily
     atoms.center(vacuum=6.0)
     reference = AtomsBatch.from_atoms([atoms])
-    e0 = float(model(reference, forces=False)["energy"][0])
+    e0 = float(model(reference, forces=False)["energy"][0].detach())
     moved = atoms.copy()
     moved.rotate(37, (1, 2, 3), center="COM")
     moved.translate((0.3, -1.1, 2.0))
     permuted = atoms[np.random.default_rng(0).permutation(len(atoms))]
     for other in (moved, permuted):
-        e = float(model(AtomsBatch.from_atoms([other]), forces=False)["energy"][0])
+        e = float(model(AtomsBatch.from_atoms([other]), forces=False)["energy"][0].detach())
         assert abs(e - e0) < 1e-9
 
 
