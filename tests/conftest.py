@@ -44,6 +44,19 @@ def mos2_3x3(count: int, seed: int = 0) -> dict:
             "max_strain": 0.03, "rattle_A": 0.05, "seed": seed}
 
 
+def mos2_and_crs(rattle_A: float, crs_supercell: tuple[int, int, int]) -> list:
+    """A 3x3 MoS2 sheet (pbc in-plane) and a NiAs CrS bulk cell, rattled with fixed seeds."""
+    from ase.build import mx2
+
+    from tasks.generate import nias_bulk
+
+    mos2 = mx2("MoS2", size=(3, 3, 1), vacuum=6.0)
+    mos2.rattle(rattle_A, seed=1)
+    crs = nias_bulk("CrS", 3.45, 5.75, crs_supercell)
+    crs.rattle(rattle_A, seed=2)
+    return [mos2, crs]
+
+
 def committed(store_dir: Path) -> dict:
     """The store's commit pointer, read the way any outside reader would."""
     path = store_dir / ZARR_NAME

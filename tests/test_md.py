@@ -6,15 +6,14 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from ase.build import mx2
 
-from tasks.generate import nias_bulk
 from tasks.md.integrators import adaptive_timestep_fs, berendsen_step, langevin_step, velocity_verlet_step
 from tasks.md.relax import FireSettings, fire_relax
 from tasks.md.run import run
 from tasks.md.state import initial_state
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings
+from tests.conftest import mos2_and_crs
 
 SETTINGS = ModelSettings(DescriptorSettings(elements=("S", "Cr", "Mo"), radial_cutoff_A=4.5, angular_cutoff_A=3.5),
                          hidden=(8,))
@@ -26,11 +25,7 @@ def model():
 
 
 def _systems():
-    mos2 = mx2("MoS2", size=(3, 3, 1), vacuum=6.0)
-    mos2.rattle(0.03, seed=1)
-    crs = nias_bulk("CrS", 3.45, 5.75, (2, 2, 1))
-    crs.rattle(0.03, seed=2)
-    return [mos2, crs]
+    return mos2_and_crs(0.03, (2, 2, 1))
 
 
 def test_nve_conserves_energy_and_batched_equals_one_by_one(model):

@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from ase.build import mx2
 from ase.calculators.fd import calculate_numerical_stress
 
-from tasks.generate import nias_bulk
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.calculator import NNPCalculator
 from tasks.nnp.committee import Committee
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings, file_hash
+from tests.conftest import mos2_and_crs
 
 SETTINGS = ModelSettings(DescriptorSettings(elements=("Mo", "S", "Cr"), radial_cutoff_A=5.0, angular_cutoff_A=4.0),
                          hidden=(16, 16))
@@ -26,11 +25,7 @@ def _model(seed=0):
 
 
 def _structures():
-    mos2 = mx2("MoS2", size=(3, 3, 1), vacuum=6.0)
-    mos2.rattle(0.08, seed=1)
-    crs = nias_bulk("CrS", 3.45, 5.75, (2, 1, 1))
-    crs.rattle(0.08, seed=2)
-    return [mos2, crs]
+    return mos2_and_crs(0.08, (2, 1, 1))
 
 
 def test_forces_are_minus_the_energy_gradient():

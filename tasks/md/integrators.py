@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 from tasks.md.state import FS, KB_EV_PER_K, MDState, with_positions
+from tasks.nnp.batch import per_system_max
 
 
 def _per_atom(state: MDState, value) -> torch.Tensor:
@@ -24,6 +25,12 @@ def _free(state: MDState, velocities: torch.Tensor) -> torch.Tensor:
     return torch.where(state.fixed[:, None], torch.zeros_like(velocities), velocities)
 
 
+def _advanced(new: MDState, old: MDState, velocities: torch.Tensor, timestep_fs) -> MDState:
+    """The moved state with its new velocities, one step and timestep_fs (per system) later."""
+    elapsed = torch.as_tensor(timestep_fs, dtype=old.time_fs.dtype, device=old.time_fs.device)
+    return replace(new, velocities=velocities, step=old.step + 1, time_fs=old.time_fs + elapsed.expand(old.n_systems))
+
+
 def velocity_verlet_step(state: MDState, model, *, timestep_fs) -> MDState:
     """NVE. timestep_fs: scalar or (B,)."""
     dt = _per_atom(state, timestep_fs) * FS
@@ -32,8 +39,7 @@ def velocity_verlet_step(state: MDState, model, *, timestep_fs) -> MDState:
     positions = state.batch.positions + dt * half
     new = with_positions(model, state, positions)
     velocities = _free(state, half + 0.5 * dt * new.forces / state.masses[:, None])
-    return replace(new, velocities=velocities, step=state.step + 1,
-                   time_fs=state.time_fs + torch.as_tensor(timestep_fs, dtype=dt.dtype).expand(state.n_systems))
+    return _advanced(new, state, velocities, timestep_fs)
 
 
 def langevin_step(state: MDState, model, *, timestep_fs, temperature_K, friction_per_fs: float,
@@ -52,8 +58,7 @@ def langevin_step(state: MDState, model, *, timestep_fs, temperature_K, friction
     positions = positions + 0.5 * dt * v  # A
     new = with_positions(model, state, positions)
     v = _free(state, v + 0.5 * dt * new.forces * inv_m)  # B
-    return replace(new, velocities=v, step=state.step + 1,
-                   time_fs=state.time_fs + torch.as_tensor(timestep_fs, dtype=dt.dtype).expand(state.n_systems))
+    return _advanced(new, state, v, timestep_fs)
 
 
 def berendsen_step(state: MDState, model, *, timestep_fs, temperature_K, tau_fs: float) -> MDState:
@@ -70,8 +75,6 @@ def adaptive_timestep_fs(state: MDState, *, max_displacement_A: float, max_times
                          min_timestep_fs: float = 1e-4) -> torch.Tensor:
     """Per-system step so that no atom moves more than max_displacement_A (for ion impacts,
     where a projectile at keV energies would otherwise jump through its target)."""
-    speed = state.velocities.norm(dim=1)
-    fastest = torch.zeros(state.n_systems, dtype=speed.dtype, device=speed.device).scatter_reduce(
-        0, state.batch.system, speed, reduce="amax", include_self=True)
+    fastest = per_system_max(state.velocities.norm(dim=1), state.batch.system, state.n_systems)
     dt = max_displacement_A / torch.clamp(fastest, min=1e-12) / FS
     return torch.clamp(dt, min=min_timestep_fs, max=max_timestep_fs)

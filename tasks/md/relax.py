@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from tasks.md.state import MDState, initial_state, with_positions
+from tasks.md.state import initial_state, with_positions
+from tasks.nnp.batch import per_system_max, per_system_sum
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,6 @@ class RelaxResult:
     steps: int
 
 
-def _per_system(state: MDState, values: torch.Tensor, reduce: str) -> torch.Tensor:
-    out = torch.zeros(state.n_systems, dtype=values.dtype, device=values.device)
-    if reduce == "sum":
-        return out.index_add(0, state.batch.system, values)
-    return out.scatter_reduce(0, state.batch.system, values, reduce="amax", include_self=True)
-
-
 def fire_relax(model, systems: Sequence[Atoms], settings: FireSettings = FireSettings(), *,
                fixed: Sequence[np.ndarray] | None = None) -> RelaxResult:
     state = initial_state(model, systems, temperature_K=0.0, seed=0, fixed=fixed)
@@ -52,14 +46,14 @@ def fire_relax(model, systems: Sequence[Atoms], settings: FireSettings = FireSet
     n_positive = torch.zeros(b, dtype=torch.long)
     system = state.batch.system
     for step in range(settings.max_steps):
-        fmax = _per_system(state, state.forces.norm(dim=1), "amax")
+        fmax = per_system_max(state.forces.norm(dim=1), system, b)
         done = fmax < settings.fmax_eV_per_A
         if bool(done.all()):
             break
         f, v = state.forces, state.velocities
-        power = _per_system(state, (f * v).sum(dim=1), "sum")
-        v_norm = _per_system(state, v.pow(2).sum(dim=1), "sum").sqrt()
-        f_norm = torch.clamp(_per_system(state, f.pow(2).sum(dim=1), "sum").sqrt(), min=1e-30)
+        power = per_system_sum((f * v).sum(dim=1), system, b)
+        v_norm = per_system_sum(v.pow(2).sum(dim=1), system, b).sqrt()
+        f_norm = torch.clamp(per_system_sum(f.pow(2).sum(dim=1), system, b).sqrt(), min=1e-30)
         mix = alpha[system][:, None]
         v = (1 - mix) * v + mix * (v_norm / f_norm)[system][:, None] * f
         if step == 0:  # as ASE: the first step starts from rest and adapts nothing
@@ -74,12 +68,12 @@ def fire_relax(model, systems: Sequence[Atoms], settings: FireSettings = FireSet
         v = torch.where(uphill[system][:, None], torch.zeros_like(v), v)
         v = v + dt[system][:, None] * f
         dr = dt[system][:, None] * v
-        dr_norm = _per_system(state, dr.pow(2).sum(dim=1), "sum").sqrt()
+        dr_norm = per_system_sum(dr.pow(2).sum(dim=1), system, b).sqrt()
         scale = torch.clamp(settings.max_step_A / torch.clamp(dr_norm, min=1e-30), max=1.0)
         dr = dr * scale[system][:, None]
         dr = torch.where(done[system][:, None], torch.zeros_like(dr), dr)  # converged systems stay put
         v = torch.where(done[system][:, None], torch.zeros_like(v), v)
         state = replace(with_positions(model, state, state.batch.positions + dr), velocities=v)
-    fmax = _per_system(state, state.forces.norm(dim=1), "amax")
+    fmax = per_system_max(state.forces.norm(dim=1), system, b)
     return RelaxResult(state.batch.to_atoms(), state.energy.cpu().numpy(), fmax.cpu().numpy(),
                        (fmax < settings.fmax_eV_per_A).cpu().numpy(), step)

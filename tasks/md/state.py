@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.batch import AtomsBatch, per_system_sum
 from tasks.nnp.graph import Pairs
 
 KB_EV_PER_K = units.kB
@@ -41,13 +41,11 @@ class MDState:
 
     def degrees_of_freedom(self) -> torch.Tensor:
         free = (~self.fixed).to(self.velocities.dtype)
-        dof = torch.zeros(self.n_systems, dtype=free.dtype, device=free.device).index_add(0, self.batch.system, free) * 3
-        return torch.clamp(dof, min=1.0)
+        return torch.clamp(3 * per_system_sum(free, self.batch.system, self.n_systems), min=1.0)
 
     def kinetic_energy(self) -> torch.Tensor:
         per_atom = 0.5 * self.masses * self.velocities.pow(2).sum(dim=1)
-        return torch.zeros(self.n_systems, dtype=per_atom.dtype, device=per_atom.device).index_add(
-            0, self.batch.system, per_atom)
+        return per_system_sum(per_atom, self.batch.system, self.n_systems)
 
     def temperature_K(self) -> torch.Tensor:
         return 2 * self.kinetic_energy() / (self.degrees_of_freedom() * KB_EV_PER_K)

@@ -74,6 +74,12 @@ def per_system_sum(values: torch.Tensor, system: torch.Tensor, n_systems: int) -
     return out.index_add(0, system, values)
 
 
+def per_system_max(values: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
+    """Largest per-atom value (N,) of each system (B,); 0 for a system whose values are all below 0."""
+    out = torch.zeros(n_systems, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, system, values, reduce="amax", include_self=True)
+
+
 def system_energy_fn(atomic_energy_fn, batch: AtomsBatch):
     """Turn (positions, cells) → atomic energies (M, N) into → system energies (M, B)."""
 

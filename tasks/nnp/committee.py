@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 
-from tasks.nnp.batch import AtomsBatch, system_energy_fn
-from tasks.nnp.derivatives import energies_forces_stress
+from tasks.nnp.batch import AtomsBatch, per_system_max
+from tasks.nnp.derivatives import potential_outputs
 from tasks.nnp.graph import Pairs
 from tasks.nnp.model import BehlerParrinello
 
@@ -20,8 +20,7 @@ from tasks.nnp.model import BehlerParrinello
 def force_deviation_per_frame(member_forces: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
     """member_forces (M, N, 3) → (B,): max_i sqrt(mean_m ‖F_mi − ⟨F_i⟩‖²)."""
     spread = (member_forces - member_forces.mean(dim=0, keepdim=True)).pow(2).sum(dim=-1).mean(dim=0).sqrt()
-    out = torch.zeros(n_systems, dtype=spread.dtype, device=spread.device)
-    return out.scatter_reduce(0, system, spread, reduce="amax", include_self=True)
+    return per_system_max(spread, system, n_systems)
 
 
 class Committee(torch.nn.Module):
@@ -66,9 +65,7 @@ class Committee(torch.nn.Module):
 def committee_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None,
                       stress: bool) -> dict[str, torch.Tensor]:
     """Mean energy/forces/stress and the deviations, from members' atomic energies (M, N)."""
-    pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
-    out = energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=True,
-                                 stress=stress)
+    out = potential_outputs(atomic_energy_fn, cutoff_A, batch, pairs, forces=True, stress=stress)
     energies, forces = out["energy"].detach(), out["forces"].detach()
     n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
     result = {

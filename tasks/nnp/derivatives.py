@@ -52,10 +52,18 @@ def energies_forces_stress(energy_fn: EnergyFn, batch: AtomsBatch, *, forces: bo
     return out
 
 
+def potential_outputs(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
+                      forces: bool, stress: bool, create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of ``atomic_energy_fn(batch, pairs)``,
+    which maps (positions, cells) to atomic energies (M, N); pairs are built if not given."""
+    pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
+    return energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=forces,
+                                  stress=stress, create_graph=create_graph)
+
+
 def single_potential_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
                              forces: bool, stress: bool, create_graph: bool = False) -> dict[str, torch.Tensor]:
     """energy (B,), forces (N, 3), stress (B, 6) of a one-model atomic-energy function."""
-    pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
-    out = energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=forces,
-                                 stress=stress, create_graph=create_graph)
+    out = potential_outputs(atomic_energy_fn, cutoff_A, batch, pairs, forces=forces, stress=stress,
+                            create_graph=create_graph)
     return {k: v[0] for k, v in out.items()}
