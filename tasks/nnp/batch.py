@@ -108,5 +108,6 @@ def concat_batches(parts: Sequence[tuple[AtomsBatch, Pairs]]) -> tuple[AtomsBatc
         j=torch.cat([p.j + int(o) for (_, p), o in zip(parts, atom_offsets)]),
         shift=torch.cat([p.shift for _, p in parts]),
         system=torch.cat([p.system + int(o) for (_, p), o in zip(parts, system_offsets)]),
+        cutoff_A=min(p.cutoff_A for _, p in parts),
     )
     return batch, pairs

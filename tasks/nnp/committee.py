@@ -14,7 +14,7 @@ import torch
 from tasks.nnp.batch import AtomsBatch, per_system_max
 from tasks.nnp.derivatives import potential_outputs
 from tasks.nnp.graph import Pairs
-from tasks.nnp.model import BehlerParrinello
+from tasks.nnp.model import BehlerParrinello, shared_descriptor_outputs
 
 
 def force_deviation_per_frame(member_forces: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
@@ -45,27 +45,31 @@ class Committee(torch.nn.Module):
         return self.members[0].device
 
     def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
-        """(positions, cells) → atomic energies (M, N) of the M members."""
+        """pair vectors (P, 3) → atomic energies (M, N) of the M members."""
         if not self.shared_descriptor:
             fns = [m.atomic_energy_fn(batch, pairs) for m in self.members]
-            return lambda positions, cells: torch.cat([fn(positions, cells) for fn in fns])
+            return lambda vectors: torch.cat([fn(vectors) for fn in fns])
         lead = self.members[0]
         species = lead.species(batch.numbers)
 
-        def atomic_energies(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-            features = lead.descriptor(positions, cells, species, pairs)
+        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
+            features = lead.descriptor(vectors, species, pairs)
             return torch.stack([m.atomic(features, species) for m in self.members])
 
         return atomic_energies
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, stress: bool = False) -> dict[str, torch.Tensor]:
-        return committee_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, stress)
+        if self.shared_descriptor:
+            lead = self.members[0]
+            out = shared_descriptor_outputs(lead.descriptor, [m.atomic for m in self.members],
+                                            lead.species(batch.numbers), batch, pairs, forces=True, stress=stress)
+        else:
+            out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=True, stress=stress)
+        return committee_results(out, batch, stress)
 
 
-def committee_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None,
-                      stress: bool) -> dict[str, torch.Tensor]:
-    """Mean energy/forces/stress and the deviations, from members' atomic energies (M, N)."""
-    out = potential_outputs(atomic_energy_fn, cutoff_A, batch, pairs, forces=True, stress=stress)
+def committee_results(out: dict[str, torch.Tensor], batch: AtomsBatch, stress: bool) -> dict[str, torch.Tensor]:
+    """Mean energy/forces/stress and the deviations, from the members' outputs (M, ...)."""
     energies, forces = out["energy"].detach(), out["forces"].detach()
     n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
     result = {

@@ -1,8 +1,11 @@
-"""Forces and stress of any batched energy function, by autograd through a strain.
+"""Energies, forces and stress of any potential whose atomic energies depend on pair vectors.
 
-energy_fn(positions, cells) returns energies of shape (M, B): M models (1 for a single model,
-N for a committee) on B systems. Forces are −∂E/∂r; the stress is (1/V) ∂E/∂ε (ASE's sign) for
-a homogeneous strain ε applied to positions and cell, in Voigt order xx yy zz yz xz xy.
+Every potential here (symmetry functions, pair repulsion, their blend) sees positions and cell
+only through the pair vectors v_p = r_j + S·cell − r_i, so one gradient dE/dv (P, M, 3) gives
+  forces  F_i = −∂E/∂r_i = Σ_{p: i(p)=i} dE/dv_p − Σ_{p: j(p)=i} dE/dv_p
+  virial  ∂E/∂ε_xy = Σ_p v_px dE/dv_py    (homogeneous strain of positions and cell)
+and the stress is the symmetrised virial over the volume (ASE's sign), Voigt order xx yy zz yz xz xy.
+M models (1 for a single model, N for a committee) are handled at once.
 """
 
 from __future__ import annotations
@@ -11,59 +14,70 @@ from typing import Callable
 
 import torch
 
-from tasks.nnp.batch import AtomsBatch, system_energy_fn
-from tasks.nnp.graph import Pairs
+from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.graph import Pairs, pair_vectors
+from tasks.nnp.scatter import RowSum
 
-EnergyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (batch, pairs) → (pair vectors (P, 3) → atomic energies (M, N))
+AtomicEnergyFactory = Callable[[AtomsBatch, Pairs], Callable[[torch.Tensor], torch.Tensor]]
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
-def energies_forces_stress(energy_fn: EnergyFn, batch: AtomsBatch, *, forces: bool = True, stress: bool = False,
-                           create_graph: bool = False) -> dict[str, torch.Tensor]:
-    """energy (M, B); forces (M, N, 3) if asked; stress (M, B, 6) if asked."""
-    positions = batch.positions.detach().requires_grad_(forces or stress)
-    strain = torch.zeros((batch.n_systems, 3, 3), dtype=batch.dtype, device=batch.device, requires_grad=stress)
-    if stress:
-        deformed_positions = positions + torch.einsum("nx,nxy->ny", positions, strain[batch.system])
-        deformed_cells = batch.cells + torch.bmm(batch.cells, strain)
-    else:
-        deformed_positions, deformed_cells = positions, batch.cells
-    energy = energy_fn(deformed_positions, deformed_cells)
-    out = {"energy": energy}
+def _pair_sums(pairs: Pairs, n_atoms: int, n_systems: int) -> tuple[RowSum, RowSum]:
+    """(pairs → atoms with +1 at i and −1 at j, pairs → systems), built once per pair list."""
+    if "force_sums" not in pairs.derived:
+        n_pairs = len(pairs.i)
+        order = torch.arange(n_pairs, device=pairs.i.device)
+        signs = torch.cat([torch.ones(n_pairs, device=pairs.i.device), -torch.ones(n_pairs, device=pairs.i.device)])
+        pairs.derived["force_sums"] = (
+            RowSum(torch.cat([pairs.i, pairs.j]), n_atoms, n_pairs, cols=torch.cat([order, order]), sign=signs),
+            RowSum(pairs.system, n_systems, n_pairs))
+    return pairs.derived["force_sums"]
+
+
+def outputs_from_pair_gradient(batch: AtomsBatch, pairs: Pairs, vectors: torch.Tensor, atomic: torch.Tensor,
+                               de_dv: torch.Tensor | None, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+    """energy (M, B); forces (M, N, 3) and stress (M, B, 6) if asked, from dE/dv (P, M, 3)."""
+    n_models = atomic.shape[0]
+    energy = torch.zeros((n_models, batch.n_systems), dtype=atomic.dtype, device=atomic.device)
+    out = {"energy": energy.index_add(1, batch.system, atomic)}
     if not (forces or stress):
         return out
-    inputs = [positions] + ([strain] if stress else [])
-    n_models = energy.shape[0]
-    if n_models == 1:
-        grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
-        grads = [g[None] for g in grads]
-    else:
-        # One batched vector-Jacobian product for all members instead of one backward each.
-        selector = torch.eye(n_models, dtype=energy.dtype, device=energy.device)[:, :, None].expand(-1, -1, energy.shape[1])
-        grads = torch.autograd.grad(energy, inputs, grad_outputs=selector, create_graph=create_graph,
-                                    is_grads_batched=True)
+    to_atoms, to_systems = _pair_sums(pairs, batch.positions.shape[0], batch.n_systems)
     if forces:
-        out["forces"] = -grads[0]
+        out["forces"] = to_atoms(de_dv).permute(1, 0, 2)
     if stress:
-        virial = grads[-1]
-        virial = 0.5 * (virial + virial.transpose(-1, -2))
-        volume = batch.volumes()
-        out["stress"] = torch.stack([virial[..., a, b] for a, b in VOIGT], dim=-1) / volume[None, :, None]
+        virial = to_systems(vectors[:, None, :, None] * de_dv[:, :, None, :])  # (B, M, 3, 3)
+        virial = 0.5 * (virial + virial.transpose(-1, -2)).permute(1, 0, 2, 3)
+        out["stress"] = torch.stack([virial[..., a, b] for a, b in VOIGT], dim=-1) / batch.volumes()[None, :, None]
     return out
 
 
-def potential_outputs(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
+def potential_outputs(factory: AtomicEnergyFactory, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
                       forces: bool, stress: bool, create_graph: bool = False) -> dict[str, torch.Tensor]:
-    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of ``atomic_energy_fn(batch, pairs)``,
-    which maps (positions, cells) to atomic energies (M, N); pairs are built if not given."""
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) by autograd to the pair vectors (one
+    backward per model); pairs are built if not given."""
     pairs = pairs if pairs is not None else batch.pairs(cutoff_A)
-    return energies_forces_stress(system_energy_fn(atomic_energy_fn(batch, pairs), batch), batch, forces=forces,
-                                  stress=stress, create_graph=create_graph)
+    energy_fn = factory(batch, pairs)
+    vectors = pair_vectors(batch.positions, batch.cells, pairs).detach()
+    if not (forces or stress):
+        with torch.no_grad():
+            return outputs_from_pair_gradient(batch, pairs, vectors, energy_fn(vectors), None, forces=False,
+                                              stress=False)
+    with torch.enable_grad():
+        v = vectors.requires_grad_()
+        atomic = energy_fn(v)
+        grads = []
+        for m in range(atomic.shape[0]):
+            keep = create_graph or m < atomic.shape[0] - 1
+            (g,) = torch.autograd.grad(atomic[m].sum(), v, create_graph=create_graph, retain_graph=keep,
+                                       allow_unused=True)
+            grads.append(g if g is not None else torch.zeros_like(v))
+    if not create_graph:
+        atomic = atomic.detach()
+    return outputs_from_pair_gradient(batch, pairs, vectors, atomic, torch.stack(grads, dim=1), forces=forces, stress=stress)
 
 
-def single_potential_results(atomic_energy_fn, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,
-                             forces: bool, stress: bool, create_graph: bool = False) -> dict[str, torch.Tensor]:
-    """energy (B,), forces (N, 3), stress (B, 6) of a one-model atomic-energy function."""
-    out = potential_outputs(atomic_energy_fn, cutoff_A, batch, pairs, forces=forces, stress=stress,
-                            create_graph=create_graph)
+def single_model(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """energy (B,), forces (N, 3), stress (B, 6) of a one-model result."""
     return {k: v[0] for k, v in out.items()}

@@ -6,7 +6,7 @@ formed in torch from positions and cells, so energies differentiate with respect
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ class Pairs:
     j: torch.Tensor  # (P,) long
     shift: torch.Tensor  # (P, 3) integer cell shifts, as the float dtype
     system: torch.Tensor  # (P,) long: the system of the pair
+    cutoff_A: float  # every pair within this distance when the list was built (cutoff + any skin)
+    # index structures derived from this list (triplets, per-model subsets), kept with it so a
+    # pair list reused over MD steps is analysed once
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n_atoms: np.ndarray,
@@ -49,6 +53,7 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
         j=torch.as_tensor(j[order], dtype=torch.long, device=device),
         shift=torch.as_tensor(s[order].reshape(-1, 3), dtype=dtype, device=device),
         system=torch.as_tensor(b[order], dtype=torch.long, device=device),
+        cutoff_A=float(cutoff_A),
     )
 
 

@@ -16,9 +16,9 @@ import torch
 from ase.data import atomic_numbers
 
 from tasks.nnp.batch import AtomsBatch
-from tasks.nnp.derivatives import single_potential_results
+from tasks.nnp.derivatives import outputs_from_pair_gradient, potential_outputs, single_model
 from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
-from tasks.nnp.graph import Pairs
+from tasks.nnp.graph import Pairs, pair_vectors
 
 
 @dataclass(frozen=True)
@@ -104,19 +104,25 @@ class BehlerParrinello(torch.nn.Module):
         return self.species_of_z[numbers]
 
     def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
-        """(positions, cells) → atomic energies (1, N)."""
+        """pair vectors (P, 3) → atomic energies (1, N)."""
         species = self.species(batch.numbers)
 
-        def atomic_energies(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-            return self.atomic(self.descriptor(positions, cells, species, pairs), species)[None]
+        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
+            return self.atomic(self.descriptor(vectors, species, pairs), species)[None]
 
         return atomic_energies
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True, stress: bool = False,
                 create_graph: bool = False) -> dict[str, torch.Tensor]:
-        """energy (B,), forces (N, 3), stress (B, 6) in eV, eV/Å, eV/Å³."""
-        return single_potential_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces,
-                                        stress=stress, create_graph=create_graph)
+        """energy (B,), forces (N, 3), stress (B, 6) in eV, eV/Å, eV/Å³. create_graph keeps forces
+        differentiable with respect to the weights (training)."""
+        if create_graph:
+            out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces, stress=stress,
+                                    create_graph=True)
+        else:
+            out = shared_descriptor_outputs(self.descriptor, [self.atomic], self.species(batch.numbers), batch, pairs,
+                                            forces=forces, stress=stress)
+        return single_model(out)
 
     # -- persistence --------------------------------------------------------------------------
     def hyperparameters(self) -> dict:
@@ -140,6 +146,31 @@ class BehlerParrinello(torch.nn.Module):
         model = cls(ModelSettings.from_dict(hp["settings"]), dtype=torch.float64, seed=hp["seed"])
         model.load_state_dict(payload["state"])
         return model.to(device=device, dtype=dtype)
+
+
+def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: torch.Tensor, batch: AtomsBatch,
+                              pairs: Pairs | None, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks on one descriptor evaluation.
+
+    Autograd runs only through the small per-element networks (dE/dG); the descriptor's analytic
+    factors are contracted with all M gradients at once (DescriptorTerms.vector_grad)."""
+    pairs = pairs if pairs is not None else batch.pairs(descriptor.max_cutoff_A)
+    with torch.no_grad():
+        vectors = pair_vectors(batch.positions, batch.cells, pairs)
+        terms = descriptor.terms(vectors, species, pairs)
+        features = terms.features()
+    if not (forces or stress):
+        with torch.no_grad():
+            atomic = torch.stack([net(features, species) for net in networks])
+        return outputs_from_pair_gradient(batch, pairs, vectors, atomic, None, forces=False, stress=False)
+    with torch.enable_grad():
+        x = features.requires_grad_()
+        atomic = torch.stack([net(x, species) for net in networks])
+        de_dg = torch.stack([torch.autograd.grad(atomic[m].sum(), x, retain_graph=m < len(networks) - 1)[0]
+                             for m in range(len(networks))])
+    with torch.no_grad():
+        return outputs_from_pair_gradient(batch, pairs, vectors, atomic.detach(), terms.vector_grad(de_dg),
+                                          forces=forces, stress=stress)
 
 
 def file_hash(path: str | Path) -> str:

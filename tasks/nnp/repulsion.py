@@ -20,8 +20,8 @@ from ase.data import atomic_numbers
 
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import committee_results
-from tasks.nnp.derivatives import single_potential_results
-from tasks.nnp.graph import Pairs, pair_vectors
+from tasks.nnp.derivatives import potential_outputs, single_model
+from tasks.nnp.graph import Pairs
 
 COULOMB_EV_A = 14.399645  # e²/(4πε0) in eV·Å
 ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
@@ -142,8 +142,8 @@ class Blended(torch.nn.Module):
         species = self._lead.species(batch.numbers)
         n_atoms = batch.positions.shape[0]
 
-        def atomic_energies(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-            r = torch.linalg.norm(pair_vectors(positions, cells, pairs), dim=1)
+        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
+            r = torch.linalg.norm(vectors, dim=1)
             s = switch(r, self.r_inner_A, self.r_outer_A)
             pair_energy = 0.5 * self.repulsion(r, species[pairs.i], species[pairs.j]) * s
             e_rep = torch.zeros(n_atoms, dtype=r.dtype, device=r.device).index_add(0, pairs.i, pair_energy)
@@ -157,16 +157,16 @@ class Blended(torch.nn.Module):
             sigma = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
                                 torch.full_like(den, self.r_outer_A))
             w = switch(sigma, self.r_inner_A, self.r_outer_A)
-            return w[None] * e_rep[None] + (1 - w[None]) * inner_fn(positions, cells)
+            return w[None] * e_rep[None] + (1 - w[None]) * inner_fn(vectors)
 
         return atomic_energies
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
                 stress: bool = False) -> dict[str, torch.Tensor]:
-        if self.members is not None:
-            return committee_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, stress)
-        return single_potential_results(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces,
-                                        stress=stress)
+        committee = self.members is not None
+        out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces or committee,
+                                stress=stress)
+        return committee_results(out, batch, stress) if committee else single_model(out)
 
 
 def dimer_scan(element_a: str, element_b: str, distances_A: Sequence[float], labeler, box_A: float = 20.0) -> np.ndarray:
