@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("report", help="PNG figures of an active-learning campaign (deviations, fractions, parity)")
+    p.add_argument("store", type=Path)
+    p.add_argument("--out", type=Path, help="folder for the PNG files; default: STORE/report")
+
     p = sub.add_parser("export", help="write labeled structures to a file")
     p.add_argument("store", type=Path)
     p.add_argument("--to", dest="fmt", default="extxyz", choices=["extxyz"])
@@ -78,6 +82,20 @@ def _status(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from campaign.report import write_report
+    from storage import CampaignStore
+
+    try:
+        written = write_report(CampaignStore.open(args.store), args.out or args.store / "report")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in written:
+        print(path)
+    return 0
+
+
 def _export(args) -> int:
     from campaign.export import export_frames
     from storage import CampaignStore
@@ -95,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("distributed", "dask_jobqueue", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return {"launch": _launch, "status": _status, "export": _export}[args.command](args)
+        return {"launch": _launch, "status": _status, "report": _report, "export": _export}[args.command](args)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,10 +10,12 @@ from typing import Callable, Iterator
 from distributed import Client
 
 from campaign.recipes import label_stages
+from campaign.recipes.active_learning import initial_stages, run_active_learning
 from campaign.runner import StageReport, run_stage
-from campaign.spec import CampaignSpec
+from campaign.spec import ActiveLearningRecipe, CampaignSpec
 from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
+from schedulers.settings import SchedulerKind
 from storage import CampaignStore
 from storage.ledger import plan_block, planned_keys
 
@@ -27,8 +29,17 @@ class LaunchReport:
 
 
 def build_stages(spec: CampaignSpec) -> list[Stage]:
-    """Every input is read and checked here, before the store is touched."""
+    """Every input is read and checked here, before the store is touched. An active-learning
+    campaign plans its initial data here; later stages are planned as the loop makes them."""
+    if isinstance(spec.recipe, ActiveLearningRecipe):
+        return initial_stages(spec)
     return label_stages(spec)
+
+
+def cluster_has_gpus(spec: CampaignSpec) -> bool:
+    """Whether workers advertise GPU resources, so GPU work is tagged to need one."""
+    s = spec.scheduler
+    return (s.slurm.gpus_per_job if s.kind == SchedulerKind.slurm else s.local.gpus) > 0
 
 
 def _record_plan(store: CampaignStore, stages: list[Stage]) -> None:
@@ -58,6 +69,11 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
         with _cluster(spec, client) as running:
             say(f"Dashboard: {running.dashboard_link}")
             running.wait_for_first_worker()
-            reports = [run_stage(running.client, store, stage, launch_index, progress=progress,
-                                 health_check=running.check_health) for stage in stages]
+            if isinstance(spec.recipe, ActiveLearningRecipe):
+                run_active_learning(spec, store, running.client, launch_index, progress=progress,
+                                    health_check=running.check_health, gpu=cluster_has_gpus(spec), say=say)
+                reports = []
+            else:
+                reports = [run_stage(running.client, store, stage, launch_index, progress=progress,
+                                     health_check=running.check_health) for stage in stages]
         return LaunchReport(Path(spec.store), launch_index, reports, store.length("frames"))

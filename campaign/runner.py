@@ -9,10 +9,11 @@ the results of its last unflushed seconds, which the next launch redoes.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from distributed import Client, as_completed
 from tqdm import tqdm
@@ -80,54 +81,104 @@ class _Committer:
         self.pending.clear()
 
 
+class StageRun:
+    """A stage's pending items submitted to Dask; results are committed as they arrive.
+
+    ``wait(quorum)`` returns once that fraction of the submitted items has an outcome; the rest
+    keep running, and ``poll()`` (called while the driver waits on other work) commits them as
+    they come in. This is how an active-learning iteration moves on without its stragglers."""
+
+    def __init__(self, client: Client, store: CampaignStore, stage: Stage, launch: int, *, progress: bool = True,
+                 flush_interval_s: float = 1.0, flush_items: int = 2000):
+        finished = done_keys(store)
+        pending = [item for item in stage.items if item.key not in finished]
+        self.report = StageReport(stage.name, len(stage.items), len(stage.items) - len(pending), 0, 0)
+        self.n_submitted = len(pending)
+        self.flush_interval_s, self.flush_items = flush_interval_s, flush_items
+        self.committer = _Committer(store, stage, launch)
+        self.bar = tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress or not pending,
+                        mininterval=0.5)
+        self.last_flush = time.monotonic()
+        self.batch_of: dict[str, list[WorkItem]] = {}
+        self.results = None
+        if not pending:
+            return
+        batches = _batches(pending, stage.batch_size)
+        task_keys = [batch_key(stage.name, [i.key for i in b]) for b in batches]
+        futures = client.map(stage.run_batch, [[i.key for i in b] for b in batches],
+                             [[i.payload for i in b] for b in batches], key=task_keys, retries=stage.retries,
+                             resources=dict(stage.resources) if stage.resources else None, pure=False,
+                             **stage.kwargs)
+        self.batch_of = dict(zip(task_keys, batches))
+        self.results = as_completed(futures, with_results=True, raise_errors=False)
+
+    @property
+    def n_finished(self) -> int:
+        return self.committer.done + self.committer.failed + len(self.committer.pending)
+
+    @property
+    def complete(self) -> bool:
+        return not self.batch_of
+
+    def poll(self) -> int:
+        """Take what has arrived, commit when due; returns how many items arrived."""
+        n = 0
+        if self.results is not None and self.batch_of:
+            for future, result in self.results.next_batch(block=False):
+                batch = self.batch_of.pop(future.key)
+                if not isinstance(result, list):  # the task raised; as_completed may hand over its type
+                    error = result if isinstance(result, BaseException) else future.exception()
+                    result = _task_failure(batch, error)
+                self.committer.add(batch, result, future.key)
+                self.bar.update(len(batch))
+                future.release()
+                n += len(batch)
+        now = time.monotonic()
+        pending = self.committer.pending
+        if len(pending) >= self.flush_items or (pending and (now - self.last_flush >= self.flush_interval_s
+                                                             or self.complete)):
+            self.committer.flush()
+            self.last_flush = now
+        if self.complete:
+            self.bar.close()
+        self.report.done, self.report.failed = self.committer.done, self.committer.failed
+        return n
+
+    def wait(self, quorum: float = 1.0, *, health_check: Callable[[], None] | None = None,
+             health_interval_s: float = 5.0, also: Sequence["StageRun"] = ()) -> StageReport:
+        """Block until ``quorum`` of the submitted items have outcomes (all of them at 1.0),
+        committing as they come; ``also`` are earlier runs whose stragglers are committed too."""
+        need = self.n_submitted if quorum >= 1.0 else math.ceil(quorum * self.n_submitted)
+        last_health = time.monotonic()
+        try:
+            while True:
+                arrived = self.poll()
+                for other in also:
+                    arrived += other.poll()
+                if self.n_finished >= need and not self.committer.pending:
+                    break
+                now = time.monotonic()
+                if not arrived:
+                    if health_check is not None and now - last_health >= health_interval_s:
+                        health_check()
+                        last_health = now
+                    time.sleep(0.02)
+        except BaseException:
+            # Ctrl-C, a cluster that lost its workers, a failed write: keep what already arrived (a
+            # retried append rewrites the same rows), and let the relaunch do the rest.
+            for run in (self, *also):
+                with contextlib.suppress(Exception):
+                    run.committer.flush()
+            raise
+        if self.complete:
+            self.bar.close()
+        return self.report
+
+
 def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *,
               progress: bool = True, flush_interval_s: float = 1.0, flush_items: int = 2000,
               health_check: Callable[[], None] | None = None, health_interval_s: float = 5.0) -> StageReport:
     """Run every item of the stage that the ledger does not already mark done."""
-    finished = done_keys(store)
-    pending = [item for item in stage.items if item.key not in finished]
-    report = StageReport(stage.name, len(stage.items), len(stage.items) - len(pending), 0, 0)
-    if not pending:
-        return report
-
-    batches = _batches(pending, stage.batch_size)
-    task_keys = [batch_key(stage.name, [i.key for i in b]) for b in batches]
-    futures = client.map(stage.run_batch, [[i.key for i in b] for b in batches],
-                         [[i.payload for i in b] for b in batches], key=task_keys, retries=stage.retries,
-                         resources=dict(stage.resources) if stage.resources else None, pure=False,
-                         **stage.kwargs)
-    batch_of = dict(zip(task_keys, batches))
-    committer = _Committer(store, stage, launch)
-    bar = tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress, mininterval=0.5)
-    last_flush = last_health = time.monotonic()
-    results = as_completed(futures, with_results=True, raise_errors=False)
-    del futures  # as_completed holds them; each is released once consumed
-    try:
-        while not results.is_empty():
-            arrived = results.next_batch(block=False)
-            for future, result in arrived:
-                batch = batch_of.pop(future.key)
-                outcomes = _task_failure(batch, result) if isinstance(result, BaseException) else result
-                committer.add(batch, outcomes, future.key)
-                bar.update(len(batch))
-                future.release()
-            now = time.monotonic()
-            if len(committer.pending) >= flush_items or (committer.pending and now - last_flush >= flush_interval_s):
-                committer.flush()
-                last_flush = now
-            if not arrived:
-                if health_check is not None and now - last_health >= health_interval_s:
-                    health_check()
-                    last_health = now
-                time.sleep(0.02)
-        committer.flush()
-    except BaseException:
-        # Ctrl-C, a cluster that lost its workers, a failed write: keep what already arrived (a
-        # retried append rewrites the same rows), and let the relaunch do the rest.
-        with contextlib.suppress(Exception):
-            committer.flush()
-        raise
-    finally:
-        bar.close()
-    report.done, report.failed = committer.done, committer.failed
-    return report
+    run = StageRun(client, store, stage, launch, progress=progress, flush_interval_s=flush_interval_s,
+                   flush_items=flush_items)
+    return run.wait(1.0, health_check=health_check, health_interval_s=health_interval_s)

@@ -92,4 +92,70 @@ PLAN = Table("plan", "plan", "item", 4096, _cols(
     ("stage", "str", (), ()),
 ))
 
-TABLES = {t.name: t for t in (FRAMES, ATOMS, LEDGER, PLAN)}
+# -- active learning (recipe kind active_learning); older stores gain these empty on open ----------
+N_DEVIATION_BINS = 26  # 0.02 eV/Å bins from 0 to 0.5, then everything above
+
+AL_MODELS = Table("al_models", "active_learning/models", "model", 1024, _cols(
+    "model",
+    ("key", "str", (), ()),  # the training work item's key
+    ("iteration", "i4", (), ()),
+    ("member", "i4", (), ()),
+    ("seed", "i8", (), ()),
+    ("sha256", "str", (), ()),
+    ("path", "str", (), ()),  # relative to the store directory
+    ("device", "str", (), ()),
+    ("n_train", "i4", (), ()),
+    ("n_validation", "i4", (), ()),
+    ("epochs", "i4", (), ()),
+    ("train_energy_rmse_meV_per_atom", "f8", (), ()),
+    ("train_force_rmse_eV_per_A", "f8", (), ()),
+    ("test_energy_rmse_meV_per_atom", "f8", (), ()),
+    ("test_force_rmse_eV_per_A", "f8", (), ()),
+    ("wall_s", "f8", (), ()),
+))
+
+AL_EXPLORED = Table("al_explored", "active_learning/explored", "explored", 4096, _cols(
+    "explored",
+    ("key", "str", (), ()),  # the exploration work item that made it
+    ("iteration", "i4", (), ()),
+    ("condition", "str", (), ()),
+    ("trajectory", "str", (), ()),  # key + system: snapshots of one run share it
+    ("step", "i4", (), ()),
+    ("deviation_eV_per_A", "f8", (), ()),
+    ("cell_A", "f8", ("cell_vector", "xyz"), (3, 3)),
+    ("pbc", "bool", ("xyz",), (3,)),
+    ("n_atoms", "i4", (), ()),
+    ("atom_start", "i8", (), ()),
+))
+
+AL_EXPLORED_ATOMS = Table("al_explored_atoms", "active_learning/explored_atoms", "explored_atom", 65536, _cols(
+    "explored_atom",
+    ("numbers", "i2", (), ()),
+    ("positions_A", "f8", ("xyz",), (3,)),
+))
+
+AL_ITERATIONS = Table("al_iterations", "active_learning/iterations", "iteration", 256, _cols(
+    "iteration",
+    ("iteration", "i4", (), ()),
+    ("n_explored", "i4", (), ()),
+    ("n_accurate", "i4", (), ()),
+    ("n_candidate", "i4", (), ()),
+    ("n_failed", "i4", (), ()),
+    ("accurate_fraction", "f8", (), ()),
+    ("candidate_fraction", "f8", (), ()),
+    ("failed_fraction", "f8", (), ()),
+    ("deviation_histogram", "i8", ("deviation_bin",), (N_DEVIATION_BINS,)),
+    ("n_training_frames", "i4", (), ()),
+    ("n_selected", "i4", (), ()),
+    ("n_labeled_before_next", "i4", (), ()),  # selected labels in when the iteration ended (quorum)
+    ("model_sha256", "str", (), ()),  # comma-separated, member order
+    ("test_energy_rmse_meV_per_atom", "f8", (), ()),  # committee mean
+    ("test_force_rmse_eV_per_A", "f8", (), ()),
+    ("train_s", "f8", (), ()),
+    ("explore_s", "f8", (), ()),
+    ("label_s", "f8", (), ()),
+    ("converged", "bool", (), ()),
+    ("finished_unix", "f8", (), ()),
+))
+
+TABLES = {t.name: t for t in (FRAMES, ATOMS, LEDGER, PLAN, AL_MODELS, AL_EXPLORED, AL_EXPLORED_ATOMS, AL_ITERATIONS)}

@@ -128,24 +128,33 @@ class BehlerParrinello(torch.nn.Module):
     def hyperparameters(self) -> dict:
         return {"settings": self.settings.to_dict(), "seed": self.seed}
 
-    def save(self, path: str | Path) -> str:
-        """Write model and hyperparameters to one file; returns its content hash (sha256)."""
+    def to_bytes(self) -> bytes:
+        """Model and hyperparameters as one file's content (float64 weights)."""
         buffer = io.BytesIO()
         state = {k: v.detach().cpu().to(torch.float64) for k, v in self.state_dict().items()}
         torch.save({"format": "campaign-bpnn-1", "hyperparameters": self.hyperparameters(), "state": state}, buffer)
-        data = buffer.getvalue()
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> str:
+        """Write model and hyperparameters to one file; returns its content hash (sha256)."""
+        data = self.to_bytes()
         Path(path).write_bytes(data)
         return hashlib.sha256(data).hexdigest()
 
     @classmethod
-    def load(cls, path: str | Path, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> "BehlerParrinello":
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if payload.get("format") != "campaign-bpnn-1":
-            raise ValueError(f"{path} is not a campaign BPNN model file")
+    def from_bytes(cls, data: bytes, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                   name: str = "model") -> "BehlerParrinello":
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != "campaign-bpnn-1":
+            raise ValueError(f"{name} is not a campaign BPNN model file")
         hp = payload["hyperparameters"]
         model = cls(ModelSettings.from_dict(hp["settings"]), dtype=torch.float64, seed=hp["seed"])
         model.load_state_dict(payload["state"])
         return model.to(device=device, dtype=dtype)
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> "BehlerParrinello":
+        return cls.from_bytes(Path(path).read_bytes(), dtype, device, name=str(path))
 
 
 def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: torch.Tensor, batch: AtomsBatch,

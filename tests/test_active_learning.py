@@ -1,0 +1,188 @@
+"""The active-learning recipe end to end on a real LocalCluster with real tblite labels."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from campaign.launch import launch
+from campaign.spec import load_spec
+from storage import CampaignStore
+from storage.errors import StoreError
+from storage.frames import iter_frames
+from storage.ledger import latest_status
+
+MOS2_2X2 = {"prototype": "mx2", "formula": "MoS2", "a_A": 3.19, "supercell": [2, 2, 1]}
+
+
+def al_spec(directory: Path, *, iterations: int = 2, quorum: float = 1.0, labeler: dict | None = None,
+            candidates: int = 3) -> Path:
+    """Tiny but complete: 12-atom MoS2 cells, a committee of 2, a wide trust window so that every
+    iteration has candidates to label."""
+    spec = {
+        "name": "al", "store": str(directory / "store"),
+        "scheduler": {"local": {"workers": 2}},
+        "recipe": {
+            "kind": "active_learning", "seed": 3,
+            "initial": {"structures": [dict(MOS2_2X2, count=8, max_strain=0.03, rattle_A=0.05, seed=3)],
+                        "defects": [{"kind": "vacancy", "species": "S"}], "isolated_atoms": True},
+            "committee": {"members": 2, "hidden": [8], "radial_cutoff_A": 4.5, "angular_cutoff_A": 3.5,
+                          "max_epochs": 12, "patience_epochs": 12, "frames_per_step": 4},
+            "explore": {"structures": [MOS2_2X2], "temperatures_K": [600], "strains": [0.0, 0.03], "steps": 20,
+                        "frame_every": 5, "relax": False},
+            "trust_lo": 0.0, "trust_hi": 1000.0, "max_candidates": candidates, "min_separation": 5,
+            "label_quorum": quorum, "max_iterations": iterations, "batch_size": 1,
+        },
+    }
+    if labeler:
+        spec["labeler"] = labeler
+    path = directory / "al.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def frame_keys(store_dir: Path) -> list[str]:
+    with CampaignStore.open(store_dir) as store:
+        return [f.key for f in iter_frames(store)]
+
+
+def test_two_iterations_store_every_stage_and_add_labeled_candidates(tmp_path, client):
+    spec = load_spec(al_spec(tmp_path))
+    launch(spec, client=client, progress=False, say=lambda _: None)
+    with CampaignStore.open(spec.store) as store:
+        iterations = store.read("al_iterations")
+        models = store.read("al_models")
+        explored = store.read("al_explored", ["iteration", "deviation_eV_per_A"])
+        sources = [f.source for f in iter_frames(store)]
+        status = latest_status(store)
+    assert iterations["iteration"].tolist() == [0, 1]
+    assert iterations["n_selected"].tolist() == [3, 3]
+    # the candidates of iteration 0 were labeled and trained on in iteration 1
+    assert sources.count("al-iter0") == 3 and sources.count("al-iter1") == 3
+    assert iterations["n_training_frames"][1] == iterations["n_training_frames"][0] + 3
+    assert sorted(models["iteration"].tolist()) == [0, 0, 1, 1]
+    for path, sha in zip(models["path"], models["sha256"]):
+        assert hashlib.sha256((Path(spec.store) / str(path)).read_bytes()).hexdigest() == sha
+    assert set(explored["iteration"].tolist()) == {0, 1} and np.all(explored["deviation_eV_per_A"] > 0)
+    assert iterations["deviation_histogram"].sum(axis=1).tolist() == iterations["n_explored"].tolist()
+    assert all(s == "done" for s, _ in status.values())
+
+
+@pytest.mark.slow
+def test_slow_labels_join_the_next_dataset_and_training_starts_at_quorum(tmp_path, client):
+    labeler = {"kind": "ase", "calculator_class": "tests.slow_labeler:SometimesSlowTBLite",
+               "parameters": {"delay_s": 12.0, "every": 2}}
+    spec = load_spec(al_spec(tmp_path, iterations=3, quorum=0.5, labeler=labeler, candidates=4))
+    start = time.monotonic()
+    launch(spec, client=client, progress=False, say=lambda _: None)
+    with CampaignStore.open(spec.store) as store:
+        it = store.read("al_iterations")
+        iter0_frames = [f for f in iter_frames(store) if f.source == "al-iter0"]
+    n_initial = int(it["n_training_frames"][0])
+    # training of iteration 1 started before every label of iteration 0 was in ...
+    assert it["n_labeled_before_next"][0] < it["n_selected"][0]
+    assert it["n_training_frames"][1] < n_initial + it["n_selected"][0]
+    # ... and the late ones joined a later dataset: nothing was lost
+    assert len(iter0_frames) == it["n_selected"][0]
+    assert it["n_training_frames"][2] >= n_initial + it["n_selected"][0]
+    assert time.monotonic() - start > 12.0  # the slow labels really were slow
+
+
+def _launch_process(spec_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "campaign.cli", "launch", str(spec_path), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_until(store_dir: Path, condition, proc: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with CampaignStore.open(store_dir) as store:
+                if condition(store):
+                    return
+        except StoreError:  # not created yet, or being created
+            pass
+        assert proc.poll() is None, "the campaign finished before the stage to interrupt"
+        time.sleep(0.2)
+    raise AssertionError("stage not reached")
+
+
+@pytest.mark.slow
+def test_kill_at_three_stages_and_relaunch_gives_the_uninterrupted_dataset(tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    ref_spec = al_spec(reference)
+    subprocess.run([sys.executable, "-m", "campaign.cli", "launch", str(ref_spec), "--no-progress"], check=True,
+                   stdout=subprocess.DEVNULL)
+    expected = sorted(frame_keys(reference / "store"))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    spec_path = al_spec(run)
+    store_dir = run / "store"
+    stages = [
+        # during training of iteration 0: the initial labels are in, no model yet
+        lambda s: s.length("frames") >= 11 and s.length("al_models") == 0,
+        # during exploration of iteration 1
+        lambda s: s.length("al_models") == 4 and s.length("al_iterations") == 1,
+        # during labeling of iteration 1's candidates
+        lambda s: any(f.source == "al-iter1" for f in iter_frames(s)),
+    ]
+    for condition in stages:
+        proc = _launch_process(spec_path)
+        _wait_until(store_dir, condition, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    subprocess.run([sys.executable, "-m", "campaign.cli", "launch", str(spec_path), "--no-progress"], check=True,
+                   stdout=subprocess.DEVNULL)
+    keys = frame_keys(store_dir)
+    assert len(keys) == len(set(keys)), "a structure was labeled twice"
+    assert sorted(keys) == expected
+    with CampaignStore.open(store_dir) as store:
+        assert store.read("al_iterations")["iteration"].tolist() == [0, 1]
+        models = store.read("al_models")
+    assert len(models["key"]) == len(set(models["key"].tolist())) == 4  # no model trained twice
+    with CampaignStore.open(reference / "store") as store:
+        assert sorted(store.read("al_models")["sha256"].tolist()) == sorted(models["sha256"].tolist())
+
+
+def test_gpu_work_is_tagged_when_the_cluster_has_gpus(tmp_path):
+    from campaign.launch import cluster_has_gpus
+    from campaign.recipes.active_learning import explore_stage, train_stage
+
+    path = al_spec(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["scheduler"] = {"kind": "slurm", "slurm": {"queue": "gpu", "cores": 4, "processes": 2, "memory": "8GB",
+                                                    "gpus_per_job": 2}}
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    assert cluster_has_gpus(spec) and not cluster_has_gpus(spec.with_scheduler("local"))
+    train = train_stage(spec, None, 0, [], None, gpu=cluster_has_gpus(spec))
+    explore = explore_stage(spec, 0, [b"model"] * 2, gpu=cluster_has_gpus(spec))
+    assert dict(train.resources) == {"GPU": 1} and dict(explore.resources) == {"GPU": 1}
+    assert train_stage(spec, None, 0, [], None, gpu=False).resources is None
+
+
+@pytest.mark.parametrize("name", ["al_mos2.yaml", "al_crs.yaml"])
+def test_examples_are_valid_specs_with_their_initial_data(name):
+    from campaign.recipes.active_learning import initial_structures
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / name)
+    structures = initial_structures(spec.recipe)
+    assert len(structures) >= 16 and spec.recipe.committee.members == (4 if "mos2" in name else 2)
+
+
+def test_trust_window_must_be_ordered(tmp_path):
+    from campaign.errors import SpecError
+
+    path = al_spec(tmp_path)
+    path.write_text(path.read_text().replace("trust_lo: 0.0", "trust_lo: 2000.0"))
+    with pytest.raises(SpecError, match="trust_lo"):
+        load_spec(path)
