@@ -11,13 +11,12 @@ from distributed import Client
 
 from campaign.recipes import label_stages
 from campaign.recipes.active_learning import initial_stages, run_active_learning
-from campaign.runner import StageReport, run_stage
+from campaign.runner import StageReport, record_plan, run_stage
 from campaign.spec import ActiveLearningRecipe, CampaignSpec
 from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
 from schedulers.settings import SchedulerKind
 from storage import CampaignStore
-from storage.ledger import plan_block, planned_keys
 
 
 @dataclass
@@ -42,12 +41,6 @@ def cluster_has_gpus(spec: CampaignSpec) -> bool:
     return (s.slurm.gpus_per_job if s.kind == SchedulerKind.slurm else s.local.gpus) > 0
 
 
-def _record_plan(store: CampaignStore, stages: list[Stage]) -> None:
-    known = planned_keys(store)
-    new = [(item.key, stage.name) for stage in stages for item in stage.items if item.key not in known]
-    store.append({"plan": plan_block([k for k, _ in new], [s for _, s in new])})
-
-
 @contextlib.contextmanager
 def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningCluster]:
     if client is not None:
@@ -64,13 +57,13 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
     with CampaignStore.open_for_writing(spec.store, spec.name) as store:
         launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
                                             "scheduler": spec.scheduler.kind.value})
-        _record_plan(store, stages)
+        record_plan(store, stages)
         say(f"Store: {Path(spec.store).resolve()} (launch {launch_index})")
         with _cluster(spec, client) as running:
             say(f"Dashboard: {running.dashboard_link}")
             running.wait_for_first_worker()
             if isinstance(spec.recipe, ActiveLearningRecipe):
-                run_active_learning(spec, store, running.client, launch_index, progress=progress,
+                run_active_learning(spec, store, running.client, launch_index, stages, progress=progress,
                                     health_check=running.check_health, gpu=cluster_has_gpus(spec), say=say)
                 reports = []
             else:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from campaign.keys import batch_key
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
-from storage.ledger import DONE, FAILED, LedgerEntry, done_keys, ledger_block
+from storage.ledger import DONE, FAILED, LedgerEntry, done_keys, ledger_block, plan_block, planned_keys
 from tasks.outcome import Outcome
 
 _INFRASTRUCTURE = ("KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError")
@@ -170,9 +170,14 @@ class StageRun:
                 with contextlib.suppress(Exception):
                     run.committer.flush()
             raise
-        if self.complete:
-            self.bar.close()
         return self.report
+
+
+def record_plan(store: CampaignStore, stages: Sequence[Stage]) -> None:
+    """Add the stages' items the plan does not hold yet (what ``status`` counts as pending)."""
+    known = planned_keys(store)
+    new = [(item.key, stage.name) for stage in stages for item in stage.items if item.key not in known]
+    store.append({"plan": plan_block([k for k, _ in new], [s for _, s in new])})
 
 
 def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *,

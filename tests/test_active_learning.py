@@ -164,18 +164,19 @@ def test_gpu_work_is_tagged_when_the_cluster_has_gpus(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     spec = load_spec(path)
     assert cluster_has_gpus(spec) and not cluster_has_gpus(spec.with_scheduler("local"))
-    train = train_stage(spec, None, 0, [], None, gpu=cluster_has_gpus(spec))
+    train = train_stage(spec, 0, [], ("Mo", "S"), None, gpu=cluster_has_gpus(spec))
     explore = explore_stage(spec, 0, [b"model"] * 2, gpu=cluster_has_gpus(spec))
     assert dict(train.resources) == {"GPU": 1} and dict(explore.resources) == {"GPU": 1}
-    assert train_stage(spec, None, 0, [], None, gpu=False).resources is None
+    assert train_stage(spec, 0, [], ("Mo", "S"), None, gpu=False).resources is None
 
 
 @pytest.mark.parametrize("name", ["al_mos2.yaml", "al_crs.yaml"])
 def test_examples_are_valid_specs_with_their_initial_data(name):
     from campaign.recipes.active_learning import initial_structures
+    from campaign.recipes.structures import load_structures
 
     spec = load_spec(Path(__file__).parent.parent / "examples" / name)
-    structures = initial_structures(spec.recipe)
+    structures = initial_structures(spec.recipe, load_structures(list(spec.recipe.initial.structures)))
     assert len(structures) >= 16 and spec.recipe.committee.members == (4 if "mos2" in name else 2)
 
 

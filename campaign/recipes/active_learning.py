@@ -25,16 +25,16 @@ from ase.data import chemical_symbols
 from campaign.keys import task_key
 from campaign.recipes.label import label_items, labeled_frame_rows
 from campaign.recipes.structures import load_structures
-from campaign.runner import StageRun
+from campaign.runner import StageRun, record_plan
 from campaign.spec import ActiveLearningRecipe, CampaignSpec
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from storage.frames import LabeledFrame, frame_blocks, iter_frames
-from storage.ledger import done_keys, plan_block, planned_keys
+from storage.ledger import done_keys
 from storage.schema import AL_MODELS
 from tasks.active.explore import CommitteeFiles, ExploredFrames, ExploreJob, ExploreSettings, explore_batch
 from tasks.active.initial import antisite, dimers, isolated_atoms, relax_batch, slab, vacancy
-from tasks.active.select import (CANDIDATE, classify, deviation_histogram, select_candidates,
+from tasks.active.select import (ACCURATE, CANDIDATE, FAILED, classify, deviation_histogram, select_candidates,
                                  structure_fingerprints)
 from tasks.active.training import MemberJob, TrainingFrame, train_batch
 from tasks.labeling import label_batch, labeler_settings_json
@@ -57,9 +57,10 @@ def candidate_iteration(source: str) -> int:
 
 
 # -- initial data ---------------------------------------------------------------------------------
-def initial_structures(recipe: ActiveLearningRecipe) -> list[Structure]:
+def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure]) -> list[Structure]:
+    """The initial structures ``base`` (as the spec's sources give them) and what is cut from or
+    added to them: defects and slabs of the first one, dimers, isolated atoms."""
     init = recipe.initial
-    base = load_structures(list(init.structures))
     host = base[0].to_atoms()
     rng = np.random.default_rng(init.seed)
     out = list(base)
@@ -73,7 +74,7 @@ def initial_structures(recipe: ActiveLearningRecipe) -> list[Structure]:
         for shift in init.slabs.shifts:
             out.append(Structure.from_atoms(slab(host, init.slabs.axis, shift, init.slabs.vacuum_A),
                                             f"slab-axis{init.slabs.axis}-shift{shift:g}"))
-    elements = campaign_elements(recipe)
+    elements = campaign_elements(recipe, base)
     if init.dimer_distances_A:
         out += [Structure.from_atoms(a, "dimer") for a in dimers(elements, init.dimer_distances_A)]
     if init.isolated_atoms:
@@ -81,10 +82,11 @@ def initial_structures(recipe: ActiveLearningRecipe) -> list[Structure]:
     return out
 
 
-def campaign_elements(recipe: ActiveLearningRecipe) -> tuple[str, ...]:
-    """Every element of the initial and exploration structures: the committee's element list."""
+def campaign_elements(recipe: ActiveLearningRecipe, base: list[Structure]) -> tuple[str, ...]:
+    """Every element of the initial structures ``base`` and of the exploration structures: the
+    committee's element list."""
     numbers = set()
-    for s in load_structures(list(recipe.initial.structures)) + load_structures(list(recipe.explore.structures)):
+    for s in base + load_structures(list(recipe.explore.structures)):
         numbers |= set(s.numbers.tolist())
     return tuple(chemical_symbols[z] for z in sorted(numbers))
 
@@ -102,15 +104,16 @@ def relax_frame_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, 
 
 def initial_stages(spec: CampaignSpec) -> list[Stage]:
     recipe, labeler = spec.recipe, spec.labeler
-    structures = initial_structures(recipe)
-    stages = [Stage("al-initial", label_items(structures, labeler), label_batch, {"labeler": labeler},
-                    functools.partial(labeled_frame_rows, labeler=labeler), recipe.batch_size, recipe.retries)]
+    base = load_structures(list(recipe.initial.structures))
+    stages = [Stage("al-initial", label_items(initial_structures(recipe, base), labeler), label_batch,
+                    {"labeler": labeler}, functools.partial(labeled_frame_rows, labeler=labeler), recipe.batch_size,
+                    recipe.retries)]
     relax = recipe.initial.relax
     if relax is not None:
         settings = relax.model_dump()
         items = [WorkItem(task_key("al-relax", VERSION, {"structure": s.canonical(), "relax": settings,
                                                         "labeler": dataclasses.asdict(labeler)}), s)
-                 for s in load_structures(list(recipe.initial.structures))[:relax.count]]
+                 for s in base[:relax.count]]
         stages.append(Stage("al-relax", items, relax_batch,
                             {"labeler": labeler, "max_steps": relax.max_steps, "fmax_eV_per_A": relax.fmax_eV_per_A,
                              "keep_fraction": relax.keep_fraction},
@@ -166,7 +169,7 @@ def model_file_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, *
     return {"al_models": {k: np.array(v, dtype=object if isinstance(v[0], str) else None) for k, v in rows.items()}}
 
 
-def train_stage(spec: CampaignSpec, store: CampaignStore, iteration: int, frames: list[LabeledFrame],
+def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], elements: tuple[str, ...],
                 previous: list[bytes] | None, gpu: bool) -> Stage:
     recipe = spec.recipe
     settings = train_settings(recipe)
@@ -181,8 +184,7 @@ def train_stage(spec: CampaignSpec, store: CampaignStore, iteration: int, frames
                                              "dataset": dataset_id, "settings": dataclasses.asdict(settings),
                                              "warm_start": hashlib.sha256(warm).hexdigest() if warm else None})
         items.append(WorkItem(key, (member, MemberJob(seed, training, warm))))
-    return Stage(f"al-train-{iteration}", items, _train_items, {"elements": campaign_elements(recipe),
-                                                                "settings": settings},
+    return Stage(f"al-train-{iteration}", items, _train_items, {"elements": elements, "settings": settings},
                  functools.partial(model_file_rows, iteration=iteration), 1, recipe.retries,
                  {"GPU": 1} if gpu else None)
 
@@ -247,9 +249,11 @@ def read_explored(store: CampaignStore, keys: set[str]) -> tuple[dict, list[Stru
     table = store.read("al_explored")
     rows = np.array([i for i, k in enumerate(table["key"]) if str(k) in keys], dtype=np.int64)
     picked = {name: values[rows] for name, values in table.items()}
-    atoms = store.read("al_explored_atoms")
-    structures = [Structure(atoms["numbers"][s:s + n].astype(np.int64), atoms["positions_A"][s:s + n],
-                            picked["cell_A"][i], picked["pbc"][i])
+    first = int(picked["atom_start"].min()) if len(rows) else 0
+    last = int((picked["atom_start"] + picked["n_atoms"]).max()) if len(rows) else 0
+    atoms = store.read("al_explored_atoms", rows=slice(first, last))
+    structures = [Structure(atoms["numbers"][s - first:s - first + n].astype(np.int64),
+                            atoms["positions_A"][s - first:s - first + n], picked["cell_A"][i], picked["pbc"][i])
                   for i, (s, n) in enumerate(zip(picked["atom_start"], picked["n_atoms"]))]
     # one order whatever the arrival order of the exploration tasks
     order = sorted(range(len(rows)), key=lambda i: (str(picked["trajectory"][i]), int(picked["step"][i])))
@@ -257,41 +261,29 @@ def read_explored(store: CampaignStore, keys: set[str]) -> tuple[dict, list[Stru
 
 
 # -- the loop -------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class IterationSummary:
-    iteration: int
-    accurate_fraction: float
-    n_selected: int
-    converged: bool
-
-
-def _record_plan(store: CampaignStore, stage: Stage) -> None:
-    known = planned_keys(store)
-    new = [item.key for item in stage.items if item.key not in known]
-    store.append({"plan": plan_block(new, [stage.name] * len(new))})
-
-
-def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch_index: int, *,
-                        progress: bool = True, health_check: Callable[[], None] | None = None,
-                        gpu: bool = False, say: Callable[[str], None] = print) -> list[IterationSummary]:
+def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch_index: int,
+                        initial: Sequence[Stage], *, progress: bool = True,
+                        health_check: Callable[[], None] | None = None, gpu: bool = False,
+                        say: Callable[[str], None] = print) -> None:
+    """Run (or resume) the loop; ``initial`` are the stages of initial_stages(spec)."""
     recipe: ActiveLearningRecipe = spec.recipe
 
     def run(stage: Stage, quorum: float = 1.0, stragglers: Sequence[StageRun] = ()) -> StageRun:
-        _record_plan(store, stage)
+        record_plan(store, [stage])
         r = StageRun(client, store, stage, launch_index, progress=progress)
         r.wait(quorum, health_check=health_check, also=stragglers)
         return r
 
-    for stage in initial_stages(spec):
+    for stage in initial:
         run(stage)
-    finished = {int(i): bool(c) for i, c in zip(*store.read("al_iterations", ["iteration", "converged"]).values())}
+    elements = campaign_elements(recipe, load_structures(list(recipe.initial.structures)))
+    recorded = set(store.read("al_iterations", ["iteration"])["iteration"].tolist())
     stragglers: list[StageRun] = []
-    summaries: list[IterationSummary] = []
     previous: list[bytes] | None = None
     for k in range(recipe.max_iterations):
         t0 = time.monotonic()
         frames = dataset(store, k)
-        stage = train_stage(spec, store, k, frames, previous, gpu)
+        stage = train_stage(spec, k, frames, elements, previous, gpu)
         run(stage, 1.0, stragglers)
         rows = model_rows(store)
         missing = [item.key for item in stage.items if item.key not in rows]
@@ -307,7 +299,8 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
         t2 = time.monotonic()
         status = classify(explored["deviation_eV_per_A"], recipe.trust_lo, recipe.trust_hi)
         n = max(1, len(status))
-        accurate = float(np.mean(status == "accurate")) if len(status) else 0.0
+        counts = {c: int(np.sum(status == c)) for c in (ACCURATE, CANDIDATE, FAILED)}
+        accurate = counts[ACCURATE] / n
         converged = accurate >= recipe.converged_fraction
         chosen: list[int] = []
         if not converged:
@@ -328,17 +321,16 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
             stragglers.append(label_run)
             n_in_time = label_run.report.skipped + label_run.n_finished
         t3 = time.monotonic()
-        if k not in finished:
+        if k not in recorded:
             hist = deviation_histogram(explored["deviation_eV_per_A"])
-            counts = {c: int(np.sum(status == c)) for c in ("accurate", "candidate", "failed")}
             store.append({"al_iterations": {
                 "iteration": np.array([k], np.int32), "n_explored": np.array([len(status)], np.int32),
-                "n_accurate": np.array([counts["accurate"]], np.int32),
-                "n_candidate": np.array([counts["candidate"]], np.int32),
-                "n_failed": np.array([counts["failed"]], np.int32),
-                "accurate_fraction": np.array([counts["accurate"] / n]),
-                "candidate_fraction": np.array([counts["candidate"] / n]),
-                "failed_fraction": np.array([counts["failed"] / n]), "deviation_histogram": hist[None],
+                "n_accurate": np.array([counts[ACCURATE]], np.int32),
+                "n_candidate": np.array([counts[CANDIDATE]], np.int32),
+                "n_failed": np.array([counts[FAILED]], np.int32),
+                "accurate_fraction": np.array([counts[ACCURATE] / n]),
+                "candidate_fraction": np.array([counts[CANDIDATE] / n]),
+                "failed_fraction": np.array([counts[FAILED] / n]), "deviation_histogram": hist[None],
                 "n_training_frames": np.array([len(frames)], np.int32), "n_selected": np.array([len(chosen)], np.int32),
                 "n_labeled_before_next": np.array([n_in_time], np.int32),
                 "model_sha256": np.array([",".join(str(m["sha256"]) for m in members)], dtype=object),
@@ -348,10 +340,8 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
                 "converged": np.array([converged]), "finished_unix": np.array([time.time()])}})
         say(f"iteration {k}: {len(frames)} training frames, accurate {accurate:.3f} of {len(status)} explored, "
             f"{len(chosen)} selected" + (" - converged" if converged else ""))
-        summaries.append(IterationSummary(k, accurate, len(chosen), converged))
         previous = models
         if converged:
             break
     for r in stragglers:  # late labels are kept: the next launch's first dataset has them
         r.wait(1.0, health_check=health_check)
-    return summaries

@@ -30,8 +30,9 @@ def _pair_sums(pairs: Pairs, n_atoms: int, n_systems: int) -> tuple[RowSum, RowS
         order = torch.arange(n_pairs, device=pairs.i.device)
         signs = torch.cat([torch.ones(n_pairs, device=pairs.i.device), -torch.ones(n_pairs, device=pairs.i.device)])
         pairs.derived["force_sums"] = (
-            RowSum(torch.cat([pairs.i, pairs.j]), n_atoms, n_pairs, cols=torch.cat([order, order]), sign=signs),
-            RowSum(pairs.system, n_systems, n_pairs))
+            RowSum(torch.cat([pairs.i, pairs.j]), n_atoms, n_pairs, cols=torch.cat([order, order]), sign=signs,
+                   sparse=True),
+            RowSum(pairs.system, n_systems, n_pairs, sparse=True))
     return pairs.derived["force_sums"]
 
 

@@ -53,11 +53,11 @@ class TripletIndex:
         n_ang, n_tri = len(angular), len(a)
         # built for one evaluation: index_add, not sparse matrices (scatter.RowSum)
         return cls(radial, radial_channel, angular, a, b, angular_channel,
-                   sum_radial=RowSum(radial_channel, n_radial_channels, len(radial), sparse=False),
-                   sum_angular=RowSum(angular_channel, n_angular_channels, n_tri, sparse=False),
-                   sum_into_a=RowSum(a, n_ang, n_tri, sparse=False), sum_into_b=RowSum(b, n_ang, n_tri, sparse=False),
-                   radial_into_pairs=RowSum(radial, n_pairs, len(radial), sparse=False),
-                   angular_into_pairs=RowSum(angular, n_pairs, n_ang, sparse=False))
+                   sum_radial=RowSum(radial_channel, n_radial_channels, len(radial)),
+                   sum_angular=RowSum(angular_channel, n_angular_channels, n_tri),
+                   sum_into_a=RowSum(a, n_ang, n_tri), sum_into_b=RowSum(b, n_ang, n_tri),
+                   radial_into_pairs=RowSum(radial, n_pairs, len(radial)),
+                   angular_into_pairs=RowSum(angular, n_pairs, n_ang))
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +72,7 @@ class DescriptorTerms:
     radial_dg: torch.Tensor  # (Pr, n_m) d/dr
     # angular, per angular pair
     angular_unit: torch.Tensor  # (Pa, 3)
-    q: torch.Tensor  # (Pa, n_eta)
-    dq: torch.Tensor  # (Pa, n_eta) d/dr
+    dq: torch.Tensor  # (Pa, n_eta) d/dr of Q_e(r) = exp(−η_e r²) f_c(r)
     # angular, per triplet
     qa: torch.Tensor  # (T, n_eta) q of the first pair
     qb: torch.Tensor  # (T, n_eta)
@@ -93,7 +92,7 @@ class DescriptorTerms:
 
     @property
     def n_eta(self) -> int:
-        return self.q.shape[1]
+        return self.dq.shape[1]
 
     @property
     def n_lz(self) -> int:

@@ -124,27 +124,27 @@ class SymmetryFunctions(torch.nn.Module):
     def forward(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> torch.Tensor:
         return _Features.apply(vectors, self.terms(vectors.detach(), species, pairs))
 
-    def triplet_index(self, r: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> TripletIndex:
+    def triplet_index(self, r: torch.Tensor, si: torch.Tensor, sj: torch.Tensor, n_atoms: int,
+                      pairs: Pairs) -> TripletIndex:
         """Pairs inside their cutoffs now, and the triplets they form. Rebuilt at every call: a pair
         list carries a skin, and keeping its extra pairs would multiply the triplets (2.5x for
         Cr(1-x)S at 4.0 + 0.5 Å), which costs far more than finding them again (a few ms)."""
         s = self.settings
-        si, sj = species[pairs.i], species[pairs.j]
         radial = torch.nonzero(r < self.radial_rc.to(r.dtype)[si, sj]).squeeze(1)
         angular = torch.nonzero(r < self.angular_rc.to(r.dtype)[si, sj]).squeeze(1)
         a, b = (torch.as_tensor(x, device=r.device) for x in triplets(pairs.i[angular].cpu().numpy()))
         sj_ang = sj[angular]
         return TripletIndex.build(
-            len(r), radial, pairs.i[radial] * s.n_elements + sj[radial], len(species) * s.n_elements, angular,
+            len(r), radial, pairs.i[radial] * s.n_elements + sj[radial], n_atoms * s.n_elements, angular,
             a, b, pairs.i[angular][a] * len(s.element_pairs) + self.pair_index[sj_ang[a], sj_ang[b]],
-            len(species) * len(s.element_pairs))
+            n_atoms * len(s.element_pairs))
 
     def terms(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> DescriptorTerms:
         s = self.settings
         dtype = vectors.dtype
         r_all = torch.linalg.norm(vectors, dim=1)
-        ix = self.triplet_index(r_all, species, pairs)
         si, sj = species[pairs.i], species[pairs.j]
+        ix = self.triplet_index(r_all, si, sj, len(species), pairs)
 
         r = r_all[ix.radial]
         unit = vectors[ix.radial] / r[:, None]
@@ -171,6 +171,7 @@ class SymmetryFunctions(torch.nn.Module):
         power, dpower = power.repeat(1, n_eta), dpower.repeat(1, n_eta)
         return DescriptorTerms(
             n_atoms=len(species), index=ix, radial_unit=unit, radial_g=radial_g, radial_dg=radial_dg,
-            angular_unit=unit_a, q=q, dq=dq, qa=qa, qb=qb, power=power, g4=w * power, dg4_dcos=w * dpower, dcos_da=(ub - cos[:, None] * ua) / ra.index_select(0, ix.a)[:, None],
+            angular_unit=unit_a, dq=dq, qa=qa, qb=qb, power=power, g4=w * power, dg4_dcos=w * dpower,
+            dcos_da=(ub - cos[:, None] * ua) / ra.index_select(0, ix.a)[:, None],
             dcos_db=(ua - cos[:, None] * ub) / ra.index_select(0, ix.b)[:, None],
             n_radial_channels=s.n_elements, n_angular_channels=len(s.element_pairs))

@@ -22,8 +22,8 @@ class Pairs:
     shift: torch.Tensor  # (P, 3) integer cell shifts, as the float dtype
     system: torch.Tensor  # (P,) long: the system of the pair
     cutoff_A: float  # every pair within this distance when the list was built (cutoff + any skin)
-    # index structures derived from this list (triplets, per-model subsets), kept with it so a
-    # pair list reused over MD steps is analysed once
+    # structures derived from this list alone (the force and virial sums of derivatives.py), kept
+    # with it so a pair list reused over MD steps builds them once
     derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 

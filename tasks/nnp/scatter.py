@@ -17,13 +17,13 @@ class RowSum:
     """out[rows[k]] += sign[k] · values[cols[k]] for values of shape (n_cols, ...) → (n_rows, ...)."""
 
     def __init__(self, rows: torch.Tensor, n_rows: int, n_cols: int, cols: torch.Tensor | None = None,
-                 sign: torch.Tensor | None = None, sparse: bool = True):
+                 sign: torch.Tensor | None = None, sparse: bool = False):
         self.rows = rows
         self.identity = cols is None  # values row k goes to rows[k]
         self.cols = cols if cols is not None else torch.arange(len(rows), device=rows.device)
         self.sign = sign
         self.n_rows, self.n_cols = n_rows, n_cols
-        # building the matrix costs about five index_adds: only worth it for sums used many times
+        # building the matrix costs about five index_adds: ask for it only for sums used many times
         self.sparse = sparse
         self._matrices: dict[torch.dtype, torch.Tensor] = {}
 
