@@ -53,6 +53,7 @@ class _Committer:
 
     def __init__(self, store: CampaignStore, stage: Stage, launch: int):
         self.store, self.stage, self.launch = store, stage, launch
+        self.resources = ",".join(f"{name}={amount:g}" for name, amount in sorted((stage.resources or {}).items()))
         self.pending: list[tuple[WorkItem, Outcome, str]] = []
         self.done = self.failed = 0
 
@@ -72,7 +73,7 @@ class _Committer:
         entries = [LedgerEntry(key=item.key, stage=self.stage.name, status=DONE if o.ok else FAILED,
                                duration_s=o.duration_s, error=o.error, error_kind=o.error_kind,
                                traceback=o.traceback, task_key=task_key, worker=o.worker,
-                               launch=self.launch, finished_unix=now)
+                               resources=self.resources, launch=self.launch, finished_unix=now)
                    for item, o, task_key in self.pending]
         blocks["ledger"] = ledger_block(entries)
         self.store.append(blocks)

@@ -3,7 +3,9 @@
 #   scripts/slurm_localhost.sh install   # Debian packages (root)
 #   scripts/slurm_localhost.sh start     # config under $SLURM_LOCAL_DIR (default /tmp/campaign-slurm), daemons up
 #   scripts/slurm_localhost.sh stop
-# Works without systemd or cgroups (proctrack/linuxproc, task/none).
+# Works without systemd or cgroups (proctrack/linuxproc, task/none). The node advertises two
+# "gpu" GRES backed by stand-in device nodes (copies of /dev/null), so jobs asking --gres=gpu:N
+# are scheduled and accounted as on a GPU partition; the work in them still runs on the CPU.
 set -euo pipefail
 DIR=${SLURM_LOCAL_DIR:-/tmp/campaign-slurm}
 CONF=/etc/slurm/slurm.conf
@@ -35,7 +37,8 @@ write_conf() {
     cpus=$(nproc)
     mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
     mem=$(( mem * 85 / 100 ))
-    mkdir -p "$DIR"/state/ctld "$DIR"/state/d "$DIR"/run "$DIR"/log /etc/slurm
+    mkdir -p "$DIR"/state/ctld "$DIR"/state/d "$DIR"/run "$DIR"/log "$DIR"/dev /etc/slurm
+    for i in 0 1; do [ -e "$DIR/dev/gpu$i" ] || mknod "$DIR/dev/gpu$i" c 1 3; done
     cat > "$CONF" <<CONF
 ClusterName=campaign
 SlurmctldHost=$host
@@ -54,15 +57,17 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 ReturnToService=2
 MailProg=/bin/true
+GresTypes=gpu
 StateSaveLocation=$DIR/state/ctld
 SlurmdSpoolDir=$DIR/state/d
 SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+    echo "NodeName=$host Name=gpu File=$DIR/dev/gpu[0-1]" > /etc/slurm/gres.conf
 }
 
 start() {

@@ -24,6 +24,7 @@ class LedgerEntry:
     traceback: str = ""
     task_key: str = ""
     worker: str = ""
+    resources: str = ""
     launch: int = 0
     finished_unix: float = 0.0
 
@@ -37,7 +38,8 @@ def ledger_block(entries: Sequence[LedgerEntry]) -> dict[str, np.ndarray]:
         "duration_s": col("duration_s", np.float64), "error": col("error", object),
         "error_kind": col("error_kind", object), "traceback": col("traceback", object),
         "task_key": col("task_key", object), "worker": col("worker", object),
-        "launch": col("launch", np.int32), "finished_unix": col("finished_unix", np.float64),
+        "resources": col("resources", object), "launch": col("launch", np.int32),
+        "finished_unix": col("finished_unix", np.float64),
     }
 
 

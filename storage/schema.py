@@ -82,6 +82,7 @@ LEDGER = Table("ledger", "ledger", "entry", 4096, _cols(
     ("traceback", "str", (), ()),
     ("task_key", "str", (), ()),  # the Dask key of the batch that ran it
     ("worker", "str", (), ()),  # host:pid
+    ("resources", "str", (), ()),  # the Dask resources its task asked for, e.g. "GPU=1"; "" for none
     ("launch", "i4", (), ()),
     ("finished_unix", "f8", (), ()),
 ))

@@ -4,7 +4,9 @@ training path (forces differentiable in the weights) against the inference path.
 import itertools
 
 import numpy as np
+import pytest
 import torch
+from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from tasks.nnp.batch import AtomsBatch
@@ -49,14 +51,44 @@ def reference_features(atoms, s: DescriptorSettings) -> np.ndarray:
     return out
 
 
-def test_features_equal_the_formulas_atom_by_atom():
+@pytest.mark.parametrize("fused", [False, True])
+def test_features_equal_the_formulas_atom_by_atom(fused):
     model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8,)))
     for atoms in mos2_and_crs(0.1, (2, 1, 1)):
         batch = AtomsBatch.from_atoms([atoms])
         pairs = batch.pairs(model.cutoff_A)
         species = model.species(batch.numbers)
-        ours = model.descriptor(pair_vectors(batch.positions, batch.cells, pairs), species, pairs)
-        np.testing.assert_allclose(ours.detach().numpy(), reference_features(atoms, SETTINGS), rtol=1e-10, atol=1e-12)
+        ours = model.descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs,
+                                      fused=fused).features()
+        np.testing.assert_allclose(ours.numpy(), reference_features(atoms, SETTINGS), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_kernel_equals_the_torch_terms_for_several_models(dtype):
+    """The compiled CPU kernel against the torch path, features and dE/dv of three models at once,
+    on a batch that includes atoms without any triplet (a dimer, an isolated atom)."""
+    systems = [*mos2_and_crs(0.1, (2, 1, 1)), Atoms("MoS", positions=[[0, 0, 0], [2.3, 0, 0]]), Atoms("Cr")]
+    model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8,))).to(dtype)
+    batch = AtomsBatch.from_atoms(systems, dtype=dtype)
+    pairs = batch.pairs(model.cutoff_A)
+    species = model.species(batch.numbers)
+    vectors = pair_vectors(batch.positions, batch.cells, pairs)
+    torch_terms = model.descriptor.terms(vectors, species, pairs)
+    fused_terms = model.descriptor.terms(vectors, species, pairs, fused=True)
+    features = torch_terms.features()
+    grad = torch.randn((3, *features.shape), dtype=dtype, generator=torch.Generator().manual_seed(0))
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fused_terms.features(), features, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(fused_terms.vector_grad(grad), torch_terms.vector_grad(grad), rtol=tolerance,
+                               atol=tolerance)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parallel build (loops over centres split between threads)
+    try:
+        torch.testing.assert_close(fused_terms.features(), features, rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(fused_terms.vector_grad(grad), torch_terms.vector_grad(grad), rtol=tolerance,
+                                   atol=tolerance)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_training_path_equals_inference_path_and_its_weight_gradient_is_exact():

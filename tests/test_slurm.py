@@ -1,6 +1,7 @@
 """A real single-node SLURM on localhost (scripts/slurm_localhost.sh), driven by dask-jobqueue."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from storage import CampaignStore
 from tests.conftest import committed, small_crs, write_spec
 from tests.test_failures_of_infrastructure import _exactly_once, _wait_for
 
@@ -72,3 +75,41 @@ def test_a_job_sbatch_refuses_is_a_clear_error(tmp_path, slurm):
     assert run.returncode == 1
     assert "SLURM refused the worker job" in run.stderr and "memory" in run.stderr
     assert time.monotonic() - start < 60, "a refused job is reported at once, not after a timeout"
+
+
+def test_active_learning_on_slurm_tags_gpu_work(tmp_path, slurm):
+    """The AL recipe on SLURM worker jobs that ask for a GPU each (--gres=gpu:1; the localhost
+    node's GPUs are stand-ins, so the models train on the CPU): training and exploration tasks
+    require the GPU resource, labeling does not, and the loop completes its two iterations."""
+    from tests.test_active_learning import al_spec
+
+    path = al_spec(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["scheduler"] = {"kind": "local", "slurm": {"queue": "debug", "cores": 1, "memory": "3GB",
+                                                   "walltime": "00:20:00", "jobs": 2, "gpus_per_job": 1,
+                                                   "worker_start_timeout_s": 120}}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = subprocess.Popen([*CLI, "launch", str(path), "--scheduler", "slurm", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_worker_jobs()) == 2 or proc.poll() is not None, 120, "two running worker jobs")
+        gres = subprocess.run(["squeue", "-h", "-n", "campaign-worker", "-o", "%b"], capture_output=True,
+                              text=True, check=True).stdout.split()
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert gres and all("gpu:1" in g for g in gres), f"worker jobs must hold one GPU each, squeue says {gres}"
+    with CampaignStore.open(tmp_path / "store") as store:
+        ledger = store.read("ledger", ["stage", "resources", "status"])
+        iterations = store.read("al_iterations", ["iteration", "n_selected"])
+        devices = set(store.read("al_models", ["device"])["device"].tolist())
+    asked = {}  # stage kind (iteration number dropped) -> the resources its tasks asked for
+    for stage, resources in zip(ledger["stage"], ledger["resources"]):
+        asked.setdefault(re.sub(r"-\d+$", "", str(stage)), set()).add(str(resources))
+    assert asked["al-train"] == {"GPU=1"} and asked["al-explore"] == {"GPU=1"}
+    assert asked["al-initial"] == {""} and asked["al-label"] == {""}
+    assert set(ledger["status"].tolist()) == {"done"}
+    assert iterations["iteration"].tolist() == [0, 1] and iterations["n_selected"].tolist() == [3, 3]
+    assert devices == {"cpu"}, "device auto falls back to the CPU where CUDA is absent"

@@ -2,10 +2,13 @@
 
 Autograd through the G4 broadcasts costs many passes over (triplets × 18) arrays and keeps every
 intermediate alive; here the forward pass keeps only a few factors per pair and per triplet, and
-``vector_grad`` turns dE/dG of any number M of models into dE/d(pair vector) in a few passes,
-and the sums over triplets are sparse matrix products built once per neighbour list (scatter.py).
+``vector_grad`` turns dE/dG of any number M of models into dE/d(pair vector) in a few passes.
 That is what lets a committee share one descriptor evaluation: the factors are computed once,
 only the contraction with each member's dE/dG is repeated.
+
+The angular part comes in two forms with one interface (features, pair_grad): torch arrays per
+triplet (any device; differentiable in dE/dG, which training needs), and per-pair factors whose
+triplet sums run in a compiled CPU loop (angular_kernel.py; MD and committee inference on CPU).
 
 Pair vectors v (P, 3) are the only geometric input; forces and virial follow from dE/dv
 (derivatives.py). Factorisation used for the angular terms, with Q_e(r) = exp(−η_e r²) f_c(r):
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tasks.nnp.angular_kernel import angular_features, angular_pair_gradient
 from tasks.nnp.scatter import RowSum
 
 
@@ -30,50 +34,35 @@ def cutoff_and_slope(r: torch.Tensor, r_c: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 @dataclass(frozen=True, eq=False)
-class TripletIndex:
-    """Which pairs enter the radial and angular sums at the current positions, and the sums."""
+class RadialTerms:
+    """G2 factors of the pairs inside their radial cutoffs."""
 
-    radial: torch.Tensor  # (Pr,) indices into the pair list
-    radial_channel: torch.Tensor  # (Pr,) center * n_elements + neighbour element
-    angular: torch.Tensor  # (Pa,) indices into the pair list
-    a: torch.Tensor  # (T,) indices into ``angular``
-    b: torch.Tensor  # (T,)
-    angular_channel: torch.Tensor  # (T,) center * n_pair_types + pair type of (a, b)
-    sum_radial: RowSum  # radial pairs → (atom, element) channels
-    sum_angular: RowSum  # triplets → (atom, pair type) channels
-    sum_into_a: RowSum  # triplets → their first angular pair
-    sum_into_b: RowSum  # triplets → their second angular pair
-    radial_into_pairs: RowSum  # radial pairs → the whole pair list
-    angular_into_pairs: RowSum
+    unit: torch.Tensor  # (Pr, 3)
+    g: torch.Tensor  # (Pr, n_m)
+    dg: torch.Tensor  # (Pr, n_m) d/dr
+    channel: torch.Tensor  # (Pr,) centre * n_elements + neighbour element
+    to_channels: RowSum  # radial pairs → (atom, element) channels
+    to_pairs: RowSum  # radial pairs → the whole pair list
 
-    @classmethod
-    def build(cls, n_pairs: int, radial: torch.Tensor, radial_channel: torch.Tensor, n_radial_channels: int,
-              angular: torch.Tensor, a: torch.Tensor, b: torch.Tensor, angular_channel: torch.Tensor,
-              n_angular_channels: int) -> "TripletIndex":
-        n_ang, n_tri = len(angular), len(a)
-        # built for one evaluation: index_add, not sparse matrices (scatter.RowSum)
-        return cls(radial, radial_channel, angular, a, b, angular_channel,
-                   sum_radial=RowSum(radial_channel, n_radial_channels, len(radial)),
-                   sum_angular=RowSum(angular_channel, n_angular_channels, n_tri),
-                   sum_into_a=RowSum(a, n_ang, n_tri), sum_into_b=RowSum(b, n_ang, n_tri),
-                   radial_into_pairs=RowSum(radial, n_pairs, len(radial)),
-                   angular_into_pairs=RowSum(angular, n_pairs, n_ang))
+    def features(self) -> torch.Tensor:
+        return self.to_channels(self.g)  # (channels, n_m)
+
+    def pair_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """dE/dG (channels, M, n_m) → dE/dv (P, M, 3)."""
+        de_dr = (grad.index_select(0, self.channel) * self.dg[:, None, :]).sum(-1)  # (Pr, M)
+        return self.to_pairs(de_dr[..., None] * self.unit[:, None, :])
 
 
 @dataclass(frozen=True, eq=False)
-class DescriptorTerms:
-    """Everything the features and their derivatives need, for one set of pair vectors."""
+class TorchAngularTerms:
+    """G4 factors per angular pair and per triplet as torch arrays: any device, and
+    differentiable in dE/dG (training)."""
 
-    n_atoms: int
-    index: TripletIndex
-    # radial, per radial pair
-    radial_unit: torch.Tensor  # (Pr, 3)
-    radial_g: torch.Tensor  # (Pr, n_m)
-    radial_dg: torch.Tensor  # (Pr, n_m) d/dr
-    # angular, per angular pair
-    angular_unit: torch.Tensor  # (Pa, 3)
+    a: torch.Tensor  # (T,) first angular pair of each triplet
+    b: torch.Tensor  # (T,)
+    channel: torch.Tensor  # (T,) centre * n_pair_types + pair type of (a, b)
+    unit: torch.Tensor  # (Pa, 3)
     dq: torch.Tensor  # (Pa, n_eta) d/dr of Q_e(r) = exp(−η_e r²) f_c(r)
-    # angular, per triplet
     qa: torch.Tensor  # (T, n_eta) q of the first pair
     qb: torch.Tensor  # (T, n_eta)
     # per triplet and feature k = (η, λ, ζ), contiguous: broadcasting a 6-wide inner dimension
@@ -83,57 +72,96 @@ class DescriptorTerms:
     dg4_dcos: torch.Tensor  # (T, n_eta·n_lz)
     dcos_da: torch.Tensor  # (T, 3) dcos/dv_a
     dcos_db: torch.Tensor  # (T, 3)
+    to_channels: RowSum  # triplets → (atom, pair type) channels
+    into_a: RowSum  # triplets → their first angular pair
+    into_b: RowSum
+    to_pairs: RowSum  # angular pairs → the whole pair list
+
+    def features(self) -> torch.Tensor:
+        return self.to_channels(self.g4)  # (channels, n_eta·n_lz)
+
+    def pair_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """dE/dG (channels, M, n_eta·n_lz) → dE/dv (P, M, 3). Rows (pairs, triplets) come first
+        and models last, so every gather and sum works on whole rows."""
+        n_eta = self.dq.shape[1]
+        gt = grad.index_select(0, self.channel)  # (T, M, width)
+        n_tri, m_models = gt.shape[:2]
+        n_lz = self.power.shape[1] // n_eta
+        v = (gt * self.power[:, None, :]).reshape(n_tri, m_models, n_eta, n_lz).sum(-1)  # Σ_λζ g P
+        de_dcos = (gt * self.dg4_dcos[:, None, :]).sum(-1)  # (T, M)
+        # dE/dr of each angular pair: Σ_t Σ_e V_e Q_e(other pair) dQ_e/dr(this pair)
+        partner = self.into_a(v * self.qb[:, None, :]) + self.into_b(v * self.qa[:, None, :])  # (Pa, M, n_eta)
+        de_dr = (partner * self.dq[:, None, :]).sum(-1)  # (Pa, M)
+        d_ang = (de_dr[..., None] * self.unit[:, None, :]
+                 + self.into_a(de_dcos[..., None] * self.dcos_da[:, None, :])
+                 + self.into_b(de_dcos[..., None] * self.dcos_db[:, None, :]))
+        return self.to_pairs(d_ang)
+
+
+@dataclass(frozen=True, eq=False)
+class FusedAngularTerms:
+    """G4 factors per angular pair only; the triplet sums run in angular_kernel (CPU inference)."""
+
+    segment: torch.Tensor  # (N + 1,) angular pairs of centre i are segment[i]:segment[i + 1]
+    unit: torch.Tensor  # (Pa, 3)
+    r: torch.Tensor  # (Pa,)
+    q: torch.Tensor  # (Pa, n_eta)
+    dq: torch.Tensor  # (Pa, n_eta)
+    neighbour_type: torch.Tensor  # (Pa,) element of the neighbour
+    pair_type: torch.Tensor  # (n_elements, n_elements) index of the unordered element pair
+    lambdas: torch.Tensor  # (n_λ,) float64
+    zetas: torch.Tensor  # (n_ζ,) int64
+    n_channels: int
+    to_pairs: RowSum
+
+    def _arrays(self):
+        return [t.numpy() for t in (self.segment, self.unit, self.q, self.neighbour_type, self.pair_type,
+                                    self.lambdas, self.zetas)]
+
+    def features(self) -> torch.Tensor:
+        width = self.q.shape[1] * len(self.lambdas) * len(self.zetas)
+        out = torch.zeros((self.n_channels, width), dtype=self.q.dtype)
+        angular_features(*self._arrays(), out.numpy())
+        return out
+
+    def pair_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        if grad.requires_grad:
+            raise RuntimeError("fused angular terms are for inference; build torch terms to differentiate dE/dG")
+        out = torch.zeros((len(self.r), grad.shape[1], 3), dtype=grad.dtype)
+        segment, unit, q, neighbour_type, pair_type, lambdas, zetas = self._arrays()
+        angular_pair_gradient(segment, unit, self.r.numpy(), q, self.dq.numpy(), neighbour_type, pair_type, lambdas,
+                              zetas, grad.contiguous().numpy(), out.numpy())
+        return self.to_pairs(out)
+
+
+@dataclass(frozen=True, eq=False)
+class DescriptorTerms:
+    """Everything the features and their derivatives need, for one set of pair vectors."""
+
+    n_atoms: int
+    radial: RadialTerms
+    angular: TorchAngularTerms | FusedAngularTerms
     n_radial_channels: int  # n_elements
     n_angular_channels: int  # n_pair_types
 
-    @property
-    def n_m(self) -> int:
-        return self.radial_g.shape[1]
-
-    @property
-    def n_eta(self) -> int:
-        return self.dq.shape[1]
-
-    @property
-    def n_lz(self) -> int:
-        return self.power.shape[1] // self.n_eta
-
     def features(self) -> torch.Tensor:
         """(N, n_features): radial block (neighbour element × m), then angular (pair type × η × λ × ζ)."""
-        ix, n = self.index, self.n_atoms
-        radial = ix.sum_radial(self.radial_g)  # (N·n_elements, n_m)
-        angular = ix.sum_angular(self.g4)
-        return torch.cat([radial.reshape(n, -1), angular.reshape(n, -1)], dim=1)
+        n = self.n_atoms
+        return torch.cat([self.radial.features().reshape(n, -1), self.angular.features().reshape(n, -1)], dim=1)
 
     def vector_grad(self, grad: torch.Tensor) -> torch.Tensor:
         """dE/dG (M, N, n_features) of M models → dE/dv (P, M, 3) over the whole pair list.
 
-        Rows (pairs, triplets) come first and models last, so every gather and sum works on
-        whole rows. Written in plain differentiable torch operations of ``grad``, so training
-        can take the derivative of forces with respect to network weights (create_graph)."""
-        ix = self.index
+        With torch angular terms this is written in plain differentiable torch operations of
+        ``grad``, so training can take the derivative of forces with respect to network weights."""
         m_models, n = grad.shape[0], self.n_atoms
-        n_radial = self.n_radial_channels * self.n_m
-        g_rad = grad[:, :, :n_radial].reshape(m_models, n, self.n_radial_channels, self.n_m)
-        g_rad = g_rad.permute(1, 2, 0, 3).reshape(n * self.n_radial_channels, m_models, self.n_m)
-        width = self.n_eta * self.n_lz
-        g_ang = grad[:, :, n_radial:].reshape(m_models, n, self.n_angular_channels, width)
-        g_ang = g_ang.permute(1, 2, 0, 3).reshape(n * self.n_angular_channels, m_models, width)
-
-        de_dr = (g_rad.index_select(0, ix.radial_channel) * self.radial_dg[:, None, :]).sum(-1)  # (Pr, M)
-        out = ix.radial_into_pairs(de_dr[..., None] * self.radial_unit[:, None, :])
-
-        gt = g_ang.index_select(0, ix.angular_channel)  # (T, M, width)
-        n_tri = gt.shape[0]
-        v = (gt * self.power[:, None, :]).reshape(n_tri, m_models, self.n_eta, self.n_lz).sum(-1)  # Σ_λζ g P
-        de_dcos = (gt * self.dg4_dcos[:, None, :]).sum(-1)  # (T, M)
-        # dE/dr of each angular pair: Σ_t Σ_e V_e Q_e(other pair) dQ_e/dr(this pair)
-        partner = ix.sum_into_a(v * self.qb[:, None, :]) + ix.sum_into_b(v * self.qa[:, None, :])  # (Pa, M, n_eta)
-        de_dr_ang = (partner * self.dq[:, None, :]).sum(-1)  # (Pa, M)
-        d_ang = (de_dr_ang[..., None] * self.angular_unit[:, None, :]
-                 + ix.sum_into_a(de_dcos[..., None] * self.dcos_da[:, None, :])
-                 + ix.sum_into_b(de_dcos[..., None] * self.dcos_db[:, None, :]))
-        return out + ix.angular_into_pairs(d_ang)
+        n_m = self.radial.g.shape[1]
+        n_radial = self.n_radial_channels * n_m
+        g_rad = grad[:, :, :n_radial].reshape(m_models, n, self.n_radial_channels, n_m)
+        g_rad = g_rad.permute(1, 2, 0, 3).reshape(n * self.n_radial_channels, m_models, n_m)
+        g_ang = grad[:, :, n_radial:].reshape(m_models, n, self.n_angular_channels, -1)
+        g_ang = g_ang.permute(1, 2, 0, 3).reshape(n * self.n_angular_channels, m_models, -1)
+        return self.radial.pair_grad(g_rad) + self.angular.pair_grad(g_ang)
 
 
 def angular_powers(cos: torch.Tensor, lambdas: torch.Tensor, zetas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

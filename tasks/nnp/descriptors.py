@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from tasks.nnp.descriptor_terms import DescriptorTerms, TripletIndex, angular_powers, cutoff_and_slope
+from tasks.nnp.descriptor_terms import (DescriptorTerms, FusedAngularTerms, RadialTerms, TorchAngularTerms,
+                                        angular_powers, cutoff_and_slope)
+from tasks.nnp.scatter import RowSum
 from tasks.nnp.graph import Pairs, triplets
 
 
@@ -124,54 +126,72 @@ class SymmetryFunctions(torch.nn.Module):
     def forward(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> torch.Tensor:
         return _Features.apply(vectors, self.terms(vectors.detach(), species, pairs))
 
-    def triplet_index(self, r: torch.Tensor, si: torch.Tensor, sj: torch.Tensor, n_atoms: int,
-                      pairs: Pairs) -> TripletIndex:
-        """Pairs inside their cutoffs now, and the triplets they form. Rebuilt at every call: a pair
-        list carries a skin, and keeping its extra pairs would multiply the triplets (2.5x for
-        Cr(1-x)S at 4.0 + 0.5 Å), which costs far more than finding them again (a few ms)."""
-        s = self.settings
-        radial = torch.nonzero(r < self.radial_rc.to(r.dtype)[si, sj]).squeeze(1)
-        angular = torch.nonzero(r < self.angular_rc.to(r.dtype)[si, sj]).squeeze(1)
-        a, b = (torch.as_tensor(x, device=r.device) for x in triplets(pairs.i[angular].cpu().numpy()))
-        sj_ang = sj[angular]
-        return TripletIndex.build(
-            len(r), radial, pairs.i[radial] * s.n_elements + sj[radial], n_atoms * s.n_elements, angular,
-            a, b, pairs.i[angular][a] * len(s.element_pairs) + self.pair_index[sj_ang[a], sj_ang[b]],
-            n_atoms * len(s.element_pairs))
-
-    def terms(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> DescriptorTerms:
+    def terms(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs, *,
+              fused: bool = False) -> DescriptorTerms:
+        """The factors of features and derivatives at these pair vectors. Pairs outside their
+        cutoffs are dropped at every call: a pair list carries a skin, and keeping its extra pairs
+        would multiply the triplets (2.5x for Cr(1-x)S at 4.0 + 0.5 Å), which costs far more than
+        finding them again. ``fused``: triplet sums in the compiled CPU kernel (inference only)."""
         s = self.settings
         dtype = vectors.dtype
+        n_atoms = len(species)
         r_all = torch.linalg.norm(vectors, dim=1)
         si, sj = species[pairs.i], species[pairs.j]
-        ix = self.triplet_index(r_all, si, sj, len(species), pairs)
 
-        r = r_all[ix.radial]
-        unit = vectors[ix.radial] / r[:, None]
-        rc = self.radial_rc.to(dtype)[si[ix.radial], sj[ix.radial]]
+        radial = torch.nonzero(r_all < self.radial_rc.to(dtype)[si, sj]).squeeze(1)
+        r = r_all[radial]
+        rc = self.radial_rc.to(dtype)[si[radial], sj[radial]]
         eta = (5.0 ** (self.radial_m.to(dtype)[None, :] / 5.0) / rc[:, None]) ** 2  # per pair cutoff
         gauss = torch.exp(-eta * (r * r)[:, None])
         fc, dfc = cutoff_and_slope(r, rc)
-        radial_g = gauss * fc[:, None]
-        radial_dg = gauss * (dfc[:, None] - 2.0 * eta * (r * fc)[:, None])
+        channel = pairs.i[radial] * s.n_elements + sj[radial]
+        radial_terms = RadialTerms(
+            unit=vectors[radial] / r[:, None], g=gauss * fc[:, None],
+            dg=gauss * (dfc[:, None] - 2.0 * eta * (r * fc)[:, None]), channel=channel,
+            to_channels=RowSum(channel, n_atoms * s.n_elements, len(radial)),
+            to_pairs=RowSum(radial, len(r_all), len(radial)))
 
-        ra = r_all[ix.angular]
-        unit_a = vectors[ix.angular] / ra[:, None]
-        fc, dfc = cutoff_and_slope(ra, self.angular_rc.to(dtype)[si[ix.angular], sj[ix.angular]])
+        angular = torch.nonzero(r_all < self.angular_rc.to(dtype)[si, sj]).squeeze(1)
+        ra = r_all[angular]
+        fc, dfc = cutoff_and_slope(ra, self.angular_rc.to(dtype)[si[angular], sj[angular]])
         eta = self.angular_eta.to(dtype)[None, :]
         gauss = torch.exp(-eta * (ra * ra)[:, None])
         q = gauss * fc[:, None]
         dq = gauss * (dfc[:, None] - 2.0 * eta * (ra * fc)[:, None])
-        ua, ub = unit_a.index_select(0, ix.a), unit_a.index_select(0, ix.b)
+        unit = vectors[angular] / ra[:, None]
+        to_pairs = RowSum(angular, len(r_all), len(angular))
+        n_channels = n_atoms * len(s.element_pairs)
+        if fused:
+            centres = pairs.i[angular]  # ascending: pairs are sorted by centre
+            angular_terms = FusedAngularTerms(
+                segment=torch.searchsorted(centres, torch.arange(n_atoms + 1, device=centres.device)),
+                unit=unit.contiguous(), r=ra, q=q, dq=dq, neighbour_type=sj[angular], pair_type=self.pair_index,
+                lambdas=self.lambdas.to(torch.float64), zetas=self.zetas.to(torch.int64), n_channels=n_channels, to_pairs=to_pairs)
+        else:
+            angular_terms = self._torch_angular_terms(pairs, angular, sj[angular], ra, unit, q, dq, n_channels,
+                                                      to_pairs)
+        return DescriptorTerms(n_atoms=n_atoms, radial=radial_terms, angular=angular_terms,
+                               n_radial_channels=s.n_elements, n_angular_channels=len(s.element_pairs))
+
+    def _torch_angular_terms(self, pairs: Pairs, angular: torch.Tensor, neighbour_type: torch.Tensor,
+                             ra: torch.Tensor, unit: torch.Tensor, q: torch.Tensor, dq: torch.Tensor,
+                             n_channels: int, to_pairs: RowSum) -> TorchAngularTerms:
+        dtype = ra.dtype
+        a, b = (torch.as_tensor(x, device=ra.device) for x in triplets(pairs.i[angular].cpu().numpy()))
+        channel = pairs.i[angular][a] * len(self.settings.element_pairs) + self.pair_index[neighbour_type[a],
+                                                                                            neighbour_type[b]]
+        ua, ub = unit.index_select(0, a), unit.index_select(0, b)
         cos = (ua * ub).sum(dim=1)
         power, dpower = angular_powers(cos, self.lambdas.to(dtype), self.zetas.to(dtype))
         n_eta, n_lz = q.shape[1], power.shape[1]
-        qa, qb = q.index_select(0, ix.a), q.index_select(0, ix.b)
+        qa, qb = q.index_select(0, a), q.index_select(0, b)
         w = (qa * qb).repeat_interleave(n_lz, dim=1)  # (T, n_eta·n_lz), η slowest
         power, dpower = power.repeat(1, n_eta), dpower.repeat(1, n_eta)
-        return DescriptorTerms(
-            n_atoms=len(species), index=ix, radial_unit=unit, radial_g=radial_g, radial_dg=radial_dg,
-            angular_unit=unit_a, dq=dq, qa=qa, qb=qb, power=power, g4=w * power, dg4_dcos=w * dpower,
-            dcos_da=(ub - cos[:, None] * ua) / ra.index_select(0, ix.a)[:, None],
-            dcos_db=(ua - cos[:, None] * ub) / ra.index_select(0, ix.b)[:, None],
-            n_radial_channels=s.n_elements, n_angular_channels=len(s.element_pairs))
+        n_ang, n_tri = len(angular), len(a)
+        # built for one evaluation: index_add, not sparse matrices (scatter.RowSum)
+        return TorchAngularTerms(
+            a=a, b=b, channel=channel, unit=unit, dq=dq, qa=qa, qb=qb, power=power, g4=w * power,
+            dg4_dcos=w * dpower, dcos_da=(ub - cos[:, None] * ua) / ra.index_select(0, a)[:, None],
+            dcos_db=(ua - cos[:, None] * ub) / ra.index_select(0, b)[:, None],
+            to_channels=RowSum(channel, n_channels, n_tri), into_a=RowSum(a, n_ang, n_tri),
+            into_b=RowSum(b, n_ang, n_tri), to_pairs=to_pairs)

@@ -166,7 +166,8 @@ def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: 
     pairs = pairs if pairs is not None else batch.pairs(descriptor.max_cutoff_A)
     with torch.no_grad():
         vectors = pair_vectors(batch.positions, batch.cells, pairs)
-        terms = descriptor.terms(vectors, species, pairs)
+        # on a CPU the triplet sums run in the compiled kernel (angular_kernel.py)
+        terms = descriptor.terms(vectors, species, pairs, fused=vectors.device.type == "cpu")
         features = terms.features()
     if not (forces or stress):
         with torch.no_grad():
