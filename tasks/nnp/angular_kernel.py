@@ -53,8 +53,10 @@ def _angular_features(segment, unit, q, neighbour_type, pair_type, lambdas, zeta
     n_eta = q.shape[1]
     n_lz = len(lambdas) * len(zetas)
     for centre in prange(n_centres):
-        power = np.empty(n_lz, dtype=q.dtype)
-        slope = np.empty(n_lz, dtype=q.dtype)
+        # float64 scratch whatever the input dtype: typing np.empty(dtype=q.dtype) failed in one
+        # CI process (TypingError) and accumulating in float64 costs nothing here
+        power = np.empty(n_lz)
+        slope = np.empty(n_lz)
         for a in range(segment[centre], segment[centre + 1]):
             for b in range(a + 1, segment[centre + 1]):
                 cos = unit[a, 0] * unit[b, 0] + unit[a, 1] * unit[b, 1] + unit[a, 2] * unit[b, 2]
@@ -74,10 +76,10 @@ def _angular_pair_gradient(segment, unit, r, q, dq, neighbour_type, pair_type, l
     n_eta = q.shape[1]
     n_lz = len(lambdas) * len(zetas)
     for centre in prange(n_centres):
-        power = np.empty(n_lz, dtype=q.dtype)
-        slope = np.empty(n_lz, dtype=q.dtype)
-        dcos_da = np.empty(3, dtype=q.dtype)
-        dcos_db = np.empty(3, dtype=q.dtype)
+        power = np.empty(n_lz)
+        slope = np.empty(n_lz)
+        dcos_da = np.empty(3)
+        dcos_db = np.empty(3)
         for a in range(segment[centre], segment[centre + 1]):
             inv_ra = 1.0 / r[a]
             for b in range(a + 1, segment[centre + 1]):
