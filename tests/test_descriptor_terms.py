@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.descriptor_terms import FusedAngularTerms
 from tasks.nnp.descriptors import DescriptorSettings, imbalzano_etas
 from tasks.nnp.graph import pair_vectors
 from tasks.nnp.model import BehlerParrinello, ModelSettings
@@ -75,6 +76,7 @@ def test_fused_kernel_equals_the_torch_terms_for_several_models(dtype):
     vectors = pair_vectors(batch.positions, batch.cells, pairs)
     torch_terms = model.descriptor.terms(vectors, species, pairs)
     fused_terms = model.descriptor.terms(vectors, species, pairs, fused=True)
+    assert isinstance(fused_terms.angular, FusedAngularTerms), "the compiled kernel must be usable on this CPU"
     features = torch_terms.features()
     grad = torch.randn((3, *features.shape), dtype=dtype, generator=torch.Generator().manual_seed(0))
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
