@@ -111,8 +111,9 @@ def _angular_pair_gradient(segment, unit, r, q, dq, neighbour_type, pair_type, l
 
 
 # prange runs as range in the serial builds; one worker thread (the usual Dask worker) uses them.
-# Not cached on disk: compiling takes about a second per process, and with cache=True a fresh
-# checkout's test run failed to type np.empty in one process (see usable()).
+# Not cached on disk: compiling takes about a second per process. In the long pytest process
+# (after in-process launches) numba failed to type np.empty, cached or not; cause not yet found,
+# so usable() tries the kernels once and falls back to torch with a warning.
 _SERIAL = (njit(_angular_features), njit(_angular_pair_gradient))
 _PARALLEL = (njit(parallel=True)(_angular_features), njit(parallel=True)(_angular_pair_gradient))
 # numba's default threading layer must not be entered by two threads at once
