@@ -15,7 +15,6 @@ from campaign.runner import StageReport, record_plan, run_stage
 from campaign.spec import ActiveLearningRecipe, CampaignSpec
 from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
-from schedulers.settings import SchedulerKind
 from storage import CampaignStore
 
 
@@ -35,16 +34,10 @@ def build_stages(spec: CampaignSpec) -> list[Stage]:
     return label_stages(spec)
 
 
-def cluster_has_gpus(spec: CampaignSpec) -> bool:
-    """Whether workers advertise GPU resources, so GPU work is tagged to need one."""
-    s = spec.scheduler
-    return (s.slurm.gpus_per_job if s.kind == SchedulerKind.slurm else s.local.gpus) > 0
-
-
 @contextlib.contextmanager
 def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningCluster]:
     if client is not None:
-        yield RunningCluster(client)
+        yield RunningCluster.external(client)
     else:
         with open_cluster(spec.scheduler, Path(spec.store)) as running:
             yield running
@@ -64,7 +57,7 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
             running.wait_for_first_worker()
             if isinstance(spec.recipe, ActiveLearningRecipe):
                 run_active_learning(spec, store, running.client, launch_index, stages, progress=progress,
-                                    health_check=running.check_health, gpu=cluster_has_gpus(spec), say=say)
+                                    health_check=running.check_health, gpu=running.has_gpus, say=say)
                 reports = []
             else:
                 reports = [run_stage(running.client, store, stage, launch_index, progress=progress,

@@ -8,11 +8,12 @@ parity_forces.png         committee mean vs labeler, force components
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
 
+from campaign.export import frame_to_atoms
 from storage import CampaignStore
 from storage.frames import iter_frames
 from storage.schema import N_DEVIATION_BINS
@@ -65,16 +66,19 @@ def _parity(store: CampaignStore, it: dict, out_dir: Path, plt) -> list[Path]:
     last = models["iteration"] == models["iteration"].max()
     committee = Committee([BehlerParrinello.load(store.directory / str(p)) for p in models["path"][last]])
     e_ref, e_model, f_ref, f_model = [], [], [], []
-    for frame in iter_frames(store):
-        atoms = Atoms(numbers=frame.numbers, positions=frame.positions_A, cell=frame.cell_A, pbc=frame.pbc)
-        out = committee(AtomsBatch.from_atoms([atoms]))
-        n = len(atoms)
-        e_ref.append(frame.energy_eV / n)
-        e_model.append(float(out["energy"][0]) / n)
-        f_ref.append(frame.forces_eV_per_A.reshape(-1))
+    frames = iter_frames(store)
+    # many frames per evaluation: the batched engine, in chunks that keep memory bounded
+    while chunk := list(itertools.islice(frames, 256)):
+        batch = AtomsBatch.from_atoms([frame_to_atoms(f) for f in chunk])
+        out = committee(batch)
+        n_atoms = batch.n_atoms
+        e_ref.append(np.array([f.energy_eV for f in chunk]) / n_atoms)
+        e_model.append(out["energy"].numpy() / n_atoms)
+        f_ref += [f.forces_eV_per_A.reshape(-1) for f in chunk]
         f_model.append(out["forces"].numpy().reshape(-1))
+    e_ref, e_model = np.concatenate(e_ref), np.concatenate(e_model)
     written = []
-    for name, ref, pred, unit in (("energy", np.array(e_ref), np.array(e_model), "eV/atom"),
+    for name, ref, pred, unit in (("energy", e_ref, e_model, "eV/atom"),
                                   ("forces", np.concatenate(f_ref), np.concatenate(f_model), "eV/Å")):
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.scatter(ref, pred, s=4)

@@ -25,6 +25,12 @@ class RunningCluster:
     worker_start_timeout_s: float = 600.0
     _no_workers_since: float | None = field(default=None, repr=False)
 
+    @classmethod
+    def external(cls, client: Client) -> "RunningCluster":
+        """A cluster the caller already has: GPU work is tagged if its workers advertise ``GPU``."""
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        return cls(client, has_gpus=any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers))
+
     @property
     def dashboard_link(self) -> str:
         return self.client.dashboard_link
@@ -74,7 +80,7 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterato
         cluster = local_cluster(settings.local)
         try:
             with Client(cluster) as client:
-                yield RunningCluster(client, cluster, "local", has_gpus=settings.local.gpus > 0)
+                yield RunningCluster(client, cluster, "local", has_gpus=settings.has_gpus)
         finally:
             cluster.close()
         return
@@ -88,7 +94,7 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterato
         else:
             cluster.scale(jobs=slurm.jobs or 1)
         with Client(cluster) as client:
-            running = RunningCluster(client, cluster, "slurm", has_gpus=slurm.gpus_per_job > 0,
+            running = RunningCluster(client, cluster, "slurm", has_gpus=settings.has_gpus,
                                      worker_start_timeout_s=slurm.worker_start_timeout_s)
             yield running
     finally:

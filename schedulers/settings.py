@@ -101,3 +101,8 @@ class SchedulerSettings(_Strict):
     kind: SchedulerKind = SchedulerKind.local
     local: LocalSettings = LocalSettings()
     slurm: SlurmSettings = SlurmSettings()
+
+    @property
+    def has_gpus(self) -> bool:
+        """Whether the workers of this cluster advertise the ``GPU`` resource."""
+        return (self.slurm.gpus_per_job if self.kind == SchedulerKind.slurm else self.local.gpus) > 0

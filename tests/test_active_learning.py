@@ -154,7 +154,6 @@ def test_kill_at_three_stages_and_relaunch_gives_the_uninterrupted_dataset(tmp_p
 
 
 def test_gpu_work_is_tagged_when_the_cluster_has_gpus(tmp_path):
-    from campaign.launch import cluster_has_gpus
     from campaign.recipes.active_learning import explore_stage, train_stage
 
     path = al_spec(tmp_path)
@@ -163,11 +162,23 @@ def test_gpu_work_is_tagged_when_the_cluster_has_gpus(tmp_path):
                                                     "gpus_per_job": 2}}
     path.write_text(yaml.safe_dump(raw))
     spec = load_spec(path)
-    assert cluster_has_gpus(spec) and not cluster_has_gpus(spec.with_scheduler("local"))
-    train = train_stage(spec, 0, [], ("Mo", "S"), None, gpu=cluster_has_gpus(spec))
-    explore = explore_stage(spec, 0, [b"model"] * 2, gpu=cluster_has_gpus(spec))
+    gpu = spec.scheduler.has_gpus
+    assert gpu and not spec.with_scheduler("local").scheduler.has_gpus
+    train = train_stage(spec, 0, [], ("Mo", "S"), None, gpu=gpu)
+    explore = explore_stage(spec, 0, [b"model"] * 2, gpu=gpu)
     assert dict(train.resources) == {"GPU": 1} and dict(explore.resources) == {"GPU": 1}
     assert train_stage(spec, 0, [], ("Mo", "S"), None, gpu=False).resources is None
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_cluster_passed_in_is_asked_whether_its_workers_have_gpus(gpus):
+    from distributed import Client, LocalCluster
+
+    from schedulers.cluster import RunningCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      resources={"GPU": gpus} if gpus else None) as cluster, Client(cluster) as client:
+        assert RunningCluster.external(client).has_gpus == bool(gpus)
 
 
 @pytest.mark.parametrize("name", ["al_mos2.yaml", "al_crs.yaml"])
@@ -187,3 +198,29 @@ def test_trust_window_must_be_ordered(tmp_path):
     path.write_text(path.read_text().replace("trust_lo: 0.0", "trust_lo: 2000.0"))
     with pytest.raises(SpecError, match="trust_lo"):
         load_spec(path)
+
+
+def test_fingerprints_of_a_batch_equal_those_of_each_structure():
+    """Per-element descriptor means, batched in chunks, equal one structure at a time; an
+    element a structure lacks gets zeros."""
+    from ase.build import mx2
+
+    from tasks.active.initial import vacancy
+    from tasks.active.select import structure_fingerprints
+    from tasks.nnp.descriptors import DescriptorSettings
+    from tasks.nnp.model import BehlerParrinello, ModelSettings
+    from tasks.structures import Structure
+
+    model = BehlerParrinello(ModelSettings(DescriptorSettings(elements=("Mo", "S")), hidden=(8,)))
+    base = mx2("MoS2", size=(2, 2, 1), vacuum=6.0)
+    structures = [Structure.from_atoms(base.copy()) for _ in range(5)]
+    for k, s in enumerate(structures):
+        s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
+    structures.append(Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0))))  # no Mo left
+    batched = structure_fingerprints(model, structures, chunk=4)
+    one_by_one = np.concatenate([structure_fingerprints(model, [s]) for s in structures])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
+    per_element = batched[-1].reshape(2, -1)  # element order of the model: S, Mo
+    mo = model.settings.descriptor.elements.index("Mo")
+    assert np.all(per_element[mo] == 0) and np.any(per_element[1 - mo] != 0)
+    assert len(set(map(tuple, np.round(batched[:5], 8)))) == 5  # rattled copies differ

@@ -328,7 +328,7 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
                 "n_accurate": np.array([counts[ACCURATE]], np.int32),
                 "n_candidate": np.array([counts[CANDIDATE]], np.int32),
                 "n_failed": np.array([counts[FAILED]], np.int32),
-                "accurate_fraction": np.array([counts[ACCURATE] / n]),
+                "accurate_fraction": np.array([accurate]),
                 "candidate_fraction": np.array([counts[CANDIDATE] / n]),
                 "failed_fraction": np.array([counts[FAILED] / n]), "deviation_histogram": hist[None],
                 "n_training_frames": np.array([len(frames)], np.int32), "n_selected": np.array([len(chosen)], np.int32),

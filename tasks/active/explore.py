@@ -95,16 +95,16 @@ def explore(job: ExploreJob, committee_files: CommitteeFiles, settings: ExploreS
                    generator=torch.Generator(device=device).manual_seed(job.seed))
     _, trajectory = run(state, step, settings.steps, observe_every=settings.frame_every, keep_positions=True)
     starts = np.concatenate([[0], np.cumsum([len(a) for a in systems])])
+    tag = f"explore-T{job.temperature_K:g}"
+    cells = [Structure.from_atoms(a, tag) for a in systems]  # numbers, cell, pbc of each system
     condition, index, steps, deviation, structures = [], [], [], [], []
     for f in range(1, len(trajectory.step)):  # snapshot 0 is the starting cell itself
-        for b, atoms in enumerate(systems):
+        for b, cell in enumerate(cells):
             condition.append(f"T={job.temperature_K:g}K {names[b]}")
             index.append(b)
             steps.append(int(trajectory.step[f]))
             deviation.append(float(trajectory.force_deviation_eV_per_A[f, b]))
-            frame = atoms.copy()
-            frame.positions = trajectory.positions_A[f, starts[b]:starts[b + 1]]
-            structures.append(Structure.from_atoms(frame, f"explore-T{job.temperature_K:g}"))
+            structures.append(dataclasses.replace(cell, positions_A=trajectory.positions_A[f, starts[b]:starts[b + 1]]))
     return ExploredFrames(condition, np.array(index), np.array(steps), np.array(deviation), structures)
 
 

@@ -44,33 +44,28 @@ def select_candidates(fingerprints: np.ndarray, deviation: np.ndarray, trajector
         nxt = int(np.flatnonzero(allowed)[np.argmax(distance[allowed])])
 
 
-def structure_fingerprint(features: np.ndarray, species: np.ndarray, n_elements: int) -> np.ndarray:
-    """Mean descriptor per element, concatenated (zeros for an absent element)."""
-    out = np.zeros((n_elements, features.shape[1]))
-    for e in range(n_elements):
-        mine = species == e
-        if mine.any():
-            out[e] = features[mine].mean(axis=0)
-    return out.reshape(-1)
-
-
-def structure_fingerprints(model, structures) -> np.ndarray:
-    """(F, n_elements · n_features): per-element mean of the model's normalised descriptors."""
+def structure_fingerprints(model, structures, chunk: int = 256) -> np.ndarray:
+    """(F, n_elements · n_features): per structure, the mean of the model's normalised descriptors
+    over each element's atoms (zeros for an absent element). Structures are evaluated as batches."""
     import torch
 
     from tasks.nnp.batch import AtomsBatch
     from tasks.nnp.graph import pair_vectors
 
     n_el = model.settings.descriptor.n_elements
-    if not structures:
-        return np.zeros((0, n_el * model.settings.descriptor.n_features))
-    out = []
+    out = [np.zeros((0, n_el * model.settings.descriptor.n_features))]
     with torch.no_grad():
-        for s in structures:
-            batch = AtomsBatch.from_atoms([s.to_atoms()], dtype=model.dtype, device=model.device)
+        for lo in range(0, len(structures), chunk):
+            batch = AtomsBatch.from_atoms([s.to_atoms() for s in structures[lo:lo + chunk]], dtype=model.dtype,
+                                          device=model.device)
             pairs = batch.pairs(model.cutoff_A)
             species = model.species(batch.numbers)
-            features = model.descriptor(pair_vectors(batch.positions, batch.cells, pairs), species, pairs)
+            vectors = pair_vectors(batch.positions, batch.cells, pairs)
+            features = model.descriptor.terms(vectors, species, pairs, fused=vectors.device.type == "cpu").features()
             x = (features - model.atomic.feature_mean[species]) / model.atomic.feature_std[species]
-            out.append(structure_fingerprint(x.cpu().numpy(), species.cpu().numpy(), n_el))
-    return np.array(out).reshape(len(structures), -1)
+            group = batch.system * n_el + species  # (structure, element) of every atom
+            sums = torch.zeros((batch.n_systems * n_el, x.shape[1]), dtype=x.dtype, device=x.device)
+            sums.index_add_(0, group, x)
+            counts = torch.bincount(group, minlength=batch.n_systems * n_el).clamp(min=1).to(x.dtype)
+            out.append((sums / counts[:, None]).reshape(batch.n_systems, -1).cpu().numpy())
+    return np.concatenate(out)

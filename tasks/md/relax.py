@@ -41,9 +41,10 @@ def fire_relax(model, systems: Sequence[Atoms], settings: FireSettings = FireSet
     state = initial_state(model, systems, temperature_K=0.0, seed=0, fixed=fixed)
     state = replace(state, velocities=torch.zeros_like(state.velocities))
     b = state.n_systems
-    dt = torch.full((b,), settings.timestep, dtype=state.velocities.dtype)
-    alpha = torch.full((b,), settings.alpha_start, dtype=dt.dtype)
-    n_positive = torch.zeros(b, dtype=torch.long)
+    device = state.velocities.device
+    dt = torch.full((b,), settings.timestep, dtype=state.velocities.dtype, device=device)
+    alpha = torch.full((b,), settings.alpha_start, dtype=dt.dtype, device=device)
+    n_positive = torch.zeros(b, dtype=torch.long, device=device)
     system = state.batch.system
     for step in range(settings.max_steps):
         fmax = per_system_max(state.forces.norm(dim=1), system, b)
@@ -57,7 +58,7 @@ def fire_relax(model, systems: Sequence[Atoms], settings: FireSettings = FireSet
         mix = alpha[system][:, None]
         v = (1 - mix) * v + mix * (v_norm / f_norm)[system][:, None] * f
         if step == 0:  # as ASE: the first step starts from rest and adapts nothing
-            uphill = grow = torch.zeros(b, dtype=torch.bool)
+            uphill = grow = torch.zeros(b, dtype=torch.bool, device=device)
             n_positive = n_positive - 1
         else:
             uphill = power <= 0

@@ -14,15 +14,13 @@ gradients of these sums with respect to network weights, which the torch path pr
 from __future__ import annotations
 
 import threading
-import warnings
 
 import numpy as np
 import torch
 from numba import get_num_threads, njit, prange, set_num_threads
-from numba.core.errors import NumbaError
 
 
-@njit(inline="always")
+@njit(cache=True, inline="always")
 def _ipow(x, n):
     out = 1.0
     base = x
@@ -34,7 +32,7 @@ def _ipow(x, n):
     return out
 
 
-@njit(inline="always")
+@njit(cache=True, inline="always")
 def _powers(cos, lambdas, zetas, power, slope):
     """power[l·Z + z] = 2^{1−ζ}(1 + λ cos)^ζ and its cos-derivative (base clamped at 0)."""
     n_z = len(zetas)
@@ -110,11 +108,9 @@ def _angular_pair_gradient(segment, unit, r, q, dq, neighbour_type, pair_type, l
                         out[b, m, x] += de_drb * unit[b, x] + de_dcos * dcos_db[x]
 
 
-# prange runs as range in the serial builds; one worker thread (the usual Dask worker) uses them.
-# Not cached on disk: compiling takes about a second per process. In the long pytest process
-# (after in-process launches) numba failed to type np.empty, cached or not; cause not yet found,
-# so usable() tries the kernels once and falls back to torch with a warning.
-_SERIAL = (njit(_angular_features), njit(_angular_pair_gradient))
+# prange runs as range in the serial builds; one worker thread (the usual Dask worker) uses them
+_SERIAL = (njit(cache=True)(_angular_features), njit(cache=True)(_angular_pair_gradient))
+# not cached: both builds would share one cache index entry (same function, same signature)
 _PARALLEL = (njit(parallel=True)(_angular_features), njit(parallel=True)(_angular_pair_gradient))
 # numba's default threading layer must not be entered by two threads at once
 _PARALLEL_LOCK = threading.Lock()
@@ -132,29 +128,6 @@ def _run(which: int, *args) -> None:
             _PARALLEL[which](*args)
         finally:
             set_num_threads(before)
-
-
-_USABLE: dict[tuple[str, bool], bool] = {}
-
-
-def usable(dtype: torch.dtype) -> bool:
-    """Whether the kernels compile and run for this dtype here (tried once per process on a
-    three-atom example). Where numba fails, callers use the torch form and a warning says why."""
-    key = (str(dtype), torch.get_num_threads() > 1)
-    if key not in _USABLE:
-        dt = np.float64 if dtype == torch.float64 else np.float32
-        segment, unit = np.array([0, 2, 2, 2]), np.eye(3, dtype=dt)[:2].copy()
-        q, types, pair_type = np.ones((2, 1), dt), np.zeros(2, np.int64), np.zeros((1, 1), np.int64)
-        lambdas, zetas = np.array([1.0, -1.0]), np.array([1, 4])
-        try:
-            angular_features(segment, unit, q, types, pair_type, lambdas, zetas, np.zeros((3, 4), dt))
-            angular_pair_gradient(segment, unit, np.ones(2, dt), q, q, types, pair_type, lambdas, zetas,
-                                  np.ones((3, 1, 4), dt), np.zeros((2, 1, 3), dt))
-            _USABLE[key] = True
-        except NumbaError as error:
-            warnings.warn(f"the compiled angular kernel is not usable here, using torch: {error}", RuntimeWarning)
-            _USABLE[key] = False
-    return _USABLE[key]
 
 
 def angular_features(segment, unit, q, neighbour_type, pair_type, lambdas, zetas, out) -> None:

@@ -80,17 +80,6 @@ def per_system_max(values: torch.Tensor, system: torch.Tensor, n_systems: int) -
     return out.scatter_reduce(0, system, values, reduce="amax", include_self=True)
 
 
-def system_energy_fn(atomic_energy_fn, batch: AtomsBatch):
-    """Turn (positions, cells) → atomic energies (M, N) into → system energies (M, B)."""
-
-    def energy(positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        atomic = atomic_energy_fn(positions, cells)
-        out = torch.zeros((atomic.shape[0], batch.n_systems), dtype=atomic.dtype, device=atomic.device)
-        return out.index_add(1, batch.system, atomic)
-
-    return energy
-
-
 def concat_batches(parts: Sequence[tuple[AtomsBatch, Pairs]]) -> tuple[AtomsBatch, Pairs]:
     """Join single-system batches and their neighbour pairs into one (indices shifted)."""
     atom_offsets = np.concatenate([[0], np.cumsum([p[0].positions.shape[0] for p in parts])[:-1]])
@@ -108,6 +97,5 @@ def concat_batches(parts: Sequence[tuple[AtomsBatch, Pairs]]) -> tuple[AtomsBatc
         j=torch.cat([p.j + int(o) for (_, p), o in zip(parts, atom_offsets)]),
         shift=torch.cat([p.shift for _, p in parts]),
         system=torch.cat([p.system + int(o) for (_, p), o in zip(parts, system_offsets)]),
-        cutoff_A=min(p.cutoff_A for _, p in parts),
     )
     return batch, pairs

@@ -21,7 +21,6 @@ from ase.data import atomic_numbers
 
 from tasks.nnp.descriptor_terms import (DescriptorTerms, FusedAngularTerms, RadialTerms, TorchAngularTerms,
                                         angular_powers, cutoff_and_slope)
-from tasks.nnp.angular_kernel import usable
 from tasks.nnp.scatter import RowSum
 from tasks.nnp.graph import Pairs, triplets
 
@@ -162,7 +161,7 @@ class SymmetryFunctions(torch.nn.Module):
         unit = vectors[angular] / ra[:, None]
         to_pairs = RowSum(angular, len(r_all), len(angular))
         n_channels = n_atoms * len(s.element_pairs)
-        if fused and usable(dtype):
+        if fused:
             centres = pairs.i[angular]  # ascending: pairs are sorted by centre
             angular_terms = FusedAngularTerms(
                 segment=torch.searchsorted(centres, torch.arange(n_atoms + 1, device=centres.device)),

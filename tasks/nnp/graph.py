@@ -21,7 +21,6 @@ class Pairs:
     j: torch.Tensor  # (P,) long
     shift: torch.Tensor  # (P, 3) integer cell shifts, as the float dtype
     system: torch.Tensor  # (P,) long: the system of the pair
-    cutoff_A: float  # every pair within this distance when the list was built (cutoff + any skin)
     # structures derived from this list alone (the force and virial sums of derivatives.py), kept
     # with it so a pair list reused over MD steps builds them once
     derived: dict = field(default_factory=dict, compare=False, repr=False)
@@ -53,7 +52,6 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
         j=torch.as_tensor(j[order], dtype=torch.long, device=device),
         shift=torch.as_tensor(s[order].reshape(-1, 3), dtype=dtype, device=device),
         system=torch.as_tensor(b[order], dtype=torch.long, device=device),
-        cutoff_A=float(cutoff_A),
     )
 
 

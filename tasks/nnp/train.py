@@ -101,7 +101,7 @@ def fit_normalisation_and_references(model: BehlerParrinello, data: LabeledData,
                 atomic.feature_std[e] = torch.clamp(x.std(0), min=1e-3)
         energies = data.energy_eV[list(idx)].cpu().numpy()
         reference = np.linalg.lstsq(composition, energies, rcond=None)[0]
-        for row, k in enumerate(idx):
+        for row in range(len(idx)):
             if composition[row].sum() == 1:  # an isolated atom
                 reference[int(np.argmax(composition[row]))] = energies[row]
         atomic.reference_energy_eV.copy_(torch.as_tensor(reference))
