@@ -1,7 +1,11 @@
-"""The factorised symmetry functions against the formulas written out atom by atom, and the
-training path (forces differentiable in the weights) against the inference path."""
+"""The factorised symmetry functions and the compiled CPU kernels against the formulas written out
+atom by atom and against autograd, and the training path (forces differentiable in the weights)
+against the inference path."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,10 +14,11 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from tasks.nnp.batch import AtomsBatch
-from tasks.nnp.descriptor_terms import FusedAngularTerms
+from tasks.nnp.cpu_inference import cpu_outputs
+from tasks.nnp.derivatives import potential_outputs
 from tasks.nnp.descriptors import DescriptorSettings, imbalzano_etas
 from tasks.nnp.graph import pair_vectors
-from tasks.nnp.model import BehlerParrinello, ModelSettings
+from tasks.nnp.model import BehlerParrinello, ModelSettings, descriptor_features
 from tests.conftest import mos2_and_crs
 
 SETTINGS = DescriptorSettings(elements=("Mo", "S", "Cr"), radial_cutoff_A=5.0, angular_cutoff_A=4.0,
@@ -52,45 +57,87 @@ def reference_features(atoms, s: DescriptorSettings) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_features_equal_the_formulas_atom_by_atom(fused):
+@pytest.mark.parametrize("path", ["torch", "kernel"])
+def test_features_equal_the_formulas_atom_by_atom(path):
     model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8,)))
     for atoms in mos2_and_crs(0.1, (2, 1, 1)):
         batch = AtomsBatch.from_atoms([atoms])
-        pairs = batch.pairs(model.cutoff_A)
+        pairs = batch.pairs(model.cutoff_A + 0.5)  # with a skin, as in MD: pairs beyond the cutoffs are skipped
         species = model.species(batch.numbers)
-        ours = model.descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs,
-                                      fused=fused).features()
+        if path == "torch":
+            ours = model.descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs).features()
+        else:
+            ours = descriptor_features(model.descriptor, species, batch, pairs)
         np.testing.assert_allclose(ours.numpy(), reference_features(atoms, SETTINGS), rtol=1e-10, atol=1e-12)
 
 
+def _members(dtype: torch.dtype) -> list[BehlerParrinello]:
+    """Three models with different weights, normalisations and reference energies."""
+    members = []
+    for seed in range(3):
+        model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8, 6)), seed=seed)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for weight in model.atomic.parameters():
+                weight.mul_(3.0)  # initial weights give forces too small to test anything
+            model.atomic.feature_mean.uniform_(0.0, 0.3, generator=generator)
+            model.atomic.feature_std.uniform_(0.5, 2.0, generator=generator)
+            model.atomic.reference_energy_eV.uniform_(-4.0, -1.0, generator=generator)
+        members.append(model.to(dtype))
+    return members
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_kernel_equals_the_torch_terms_for_several_models(dtype):
-    """The compiled CPU kernel against the torch path, features and dE/dv of three models at once,
-    on a batch that includes atoms without any triplet (a dimer, an isolated atom)."""
+def test_compiled_kernels_equal_autograd_for_several_models(dtype):
+    """The CPU inference path (compiled kernels, stacked networks with their written-out gradient)
+    against autograd through the torch terms, energies, forces and stress of three members at once,
+    on a batch with atoms without any triplet (a dimer, an isolated atom), serial and parallel builds."""
     systems = [*mos2_and_crs(0.1, (2, 1, 1)), Atoms("MoS", positions=[[0, 0, 0], [2.3, 0, 0]]), Atoms("Cr")]
-    model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8,))).to(dtype)
+    members = _members(dtype)
     batch = AtomsBatch.from_atoms(systems, dtype=dtype)
-    pairs = batch.pairs(model.cutoff_A)
-    species = model.species(batch.numbers)
-    vectors = pair_vectors(batch.positions, batch.cells, pairs)
-    torch_terms = model.descriptor.terms(vectors, species, pairs)
-    fused_terms = model.descriptor.terms(vectors, species, pairs, fused=True)
-    assert isinstance(fused_terms.angular, FusedAngularTerms), "the compiled kernel must be usable on this CPU"
-    features = torch_terms.features()
-    grad = torch.randn((3, *features.shape), dtype=dtype, generator=torch.Generator().manual_seed(0))
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(fused_terms.features(), features, rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(fused_terms.vector_grad(grad), torch_terms.vector_grad(grad), rtol=tolerance,
-                               atol=tolerance)
+    pairs = batch.pairs(members[0].cutoff_A + 0.5)
+    species = members[0].species(batch.numbers)
+    reference = [potential_outputs(m.atomic_energy_fn, m.cutoff_A, batch, pairs, forces=True, stress=True)
+                 for m in members]
+    tolerance = 1e-11 if dtype == torch.float64 else 2e-5
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the parallel build (loops over centres split between threads)
-    try:
-        torch.testing.assert_close(fused_terms.features(), features, rtol=tolerance, atol=tolerance)
-        torch.testing.assert_close(fused_terms.vector_grad(grad), torch_terms.vector_grad(grad), rtol=tolerance,
-                                   atol=tolerance)
-    finally:
-        torch.set_num_threads(threads)
+    for n_threads in (1, 2):  # 2: the parallel build, loops over centres split between threads
+        torch.set_num_threads(n_threads)
+        try:
+            ours = cpu_outputs(members[0].descriptor, [m.atomic for m in members], species, batch, pairs, forces=True,
+                               stress=True)
+        finally:
+            torch.set_num_threads(threads)
+        for key in ("energy", "forces", "stress"):
+            expected = torch.cat([r[key].detach() for r in reference])
+            if key == "stress":  # the dimer and the atom have no cell, hence no stress
+                expected, ours[key] = expected[:, :2], ours[key][:, :2]
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(ours[key], expected, rtol=tolerance, atol=tolerance * scale)
+    assert float(torch.cat([r["forces"] for r in reference]).abs().max()) > 0.05, "forces must not be trivially small"
+
+
+def test_kernels_are_written_to_the_cache_folder_and_a_read_only_one_is_survived(tmp_path):
+    """The generated modules and numba's compiled code land in $CAMPAIGN_KERNEL_CACHE, so later
+    processes (Dask workers) load them; a cache folder that cannot be written falls back to a
+    private one and still evaluates."""
+    script = ("import torch; from ase.build import mx2; from tasks.nnp.batch import AtomsBatch; "
+              "from tasks.nnp.descriptors import DescriptorSettings; "
+              "from tasks.nnp.model import BehlerParrinello, ModelSettings; "
+              "m = BehlerParrinello(ModelSettings(DescriptorSettings(elements=('Mo', 'S')), hidden=(4,))); "
+              "print(float(m(AtomsBatch.from_atoms([mx2('MoS2')]))['forces'].abs().sum()))")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    results = []
+    for folder in (tmp_path / "kernels", blocked):
+        run = subprocess.run([sys.executable, "-c", script], env={**os.environ, "CAMPAIGN_KERNEL_CACHE": str(folder)},
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        results.append(float(run.stdout))
+    assert results[0] == results[1]
+    modules = sorted(p.name for p in (tmp_path / "kernels").glob("campaign_kernel_*.py"))
+    assert len(modules) == 2, modules  # features and gradient
+    assert len(list((tmp_path / "kernels" / "__pycache__").glob("campaign_kernel_*.nbi"))) >= 2
 
 
 def test_training_path_equals_inference_path_and_its_weight_gradient_is_exact():

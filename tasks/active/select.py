@@ -50,7 +50,7 @@ def structure_fingerprints(model, structures, chunk: int = 256) -> np.ndarray:
     import torch
 
     from tasks.nnp.batch import AtomsBatch
-    from tasks.nnp.graph import pair_vectors
+    from tasks.nnp.model import descriptor_features
 
     n_el = model.settings.descriptor.n_elements
     out = [np.zeros((0, n_el * model.settings.descriptor.n_features))]
@@ -60,8 +60,7 @@ def structure_fingerprints(model, structures, chunk: int = 256) -> np.ndarray:
                                           device=model.device)
             pairs = batch.pairs(model.cutoff_A)
             species = model.species(batch.numbers)
-            vectors = pair_vectors(batch.positions, batch.cells, pairs)
-            features = model.descriptor.terms(vectors, species, pairs, fused=vectors.device.type == "cpu").features()
+            features = descriptor_features(model.descriptor, species, batch, pairs)
             x = (features - model.atomic.feature_mean[species]) / model.atomic.feature_std[species]
             group = batch.system * n_el + species  # (structure, element) of every atom
             sums = torch.zeros((batch.n_systems * n_el, x.shape[1]), dtype=x.dtype, device=x.device)

@@ -49,9 +49,14 @@ def outputs_from_pair_gradient(batch: AtomsBatch, pairs: Pairs, vectors: torch.T
         out["forces"] = to_atoms(de_dv).permute(1, 0, 2)
     if stress:
         virial = to_systems(vectors[:, None, :, None] * de_dv[:, :, None, :])  # (B, M, 3, 3)
-        virial = 0.5 * (virial + virial.transpose(-1, -2)).permute(1, 0, 2, 3)
-        out["stress"] = torch.stack([virial[..., a, b] for a, b in VOIGT], dim=-1) / batch.volumes()[None, :, None]
+        out["stress"] = voigt_stress(virial.permute(1, 0, 2, 3), batch.volumes())
     return out
+
+
+def voigt_stress(virial: torch.Tensor, volumes: torch.Tensor) -> torch.Tensor:
+    """Virial Σ_p v_p ⊗ dE/dv_p (M, B, 3, 3) → stress (M, B, 6): symmetrised, over the volume."""
+    symmetric = 0.5 * (virial + virial.transpose(-1, -2))
+    return torch.stack([symmetric[..., a, b] for a, b in VOIGT], dim=-1) / volumes[None, :, None]
 
 
 def potential_outputs(factory: AtomicEnergyFactory, cutoff_A: float, batch: AtomsBatch, pairs: Pairs | None, *,

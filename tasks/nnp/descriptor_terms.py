@@ -6,9 +6,8 @@ intermediate alive; here the forward pass keeps only a few factors per pair and 
 That is what lets a committee share one descriptor evaluation: the factors are computed once,
 only the contraction with each member's dE/dG is repeated.
 
-The angular part comes in two forms with one interface (features, pair_grad): torch arrays per
-triplet (any device; differentiable in dE/dG, which training needs), and per-pair factors whose
-triplet sums run in a compiled CPU loop (angular_kernel.py; MD and committee inference on CPU).
+These torch terms run on any device and are differentiable in dE/dG, which training needs; CPU
+inference uses the compiled kernels instead (cpu_inference.py).
 
 Pair vectors v (P, 3) are the only geometric input; forces and virial follow from dE/dv
 (derivatives.py). Factorisation used for the angular terms, with Q_e(r) = exp(−η_e r²) f_c(r):
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.nnp.angular_kernel import angular_features, angular_pair_gradient
 from tasks.nnp.scatter import RowSum
 
 
@@ -99,48 +97,12 @@ class TorchAngularTerms:
 
 
 @dataclass(frozen=True, eq=False)
-class FusedAngularTerms:
-    """G4 factors per angular pair only; the triplet sums run in angular_kernel (CPU inference)."""
-
-    segment: torch.Tensor  # (N + 1,) angular pairs of centre i are segment[i]:segment[i + 1]
-    unit: torch.Tensor  # (Pa, 3)
-    r: torch.Tensor  # (Pa,)
-    q: torch.Tensor  # (Pa, n_eta)
-    dq: torch.Tensor  # (Pa, n_eta)
-    neighbour_type: torch.Tensor  # (Pa,) element of the neighbour
-    pair_type: torch.Tensor  # (n_elements, n_elements) index of the unordered element pair
-    lambdas: torch.Tensor  # (n_λ,) float64
-    zetas: torch.Tensor  # (n_ζ,) int64
-    n_channels: int
-    to_pairs: RowSum
-
-    def _arrays(self):
-        return [t.numpy() for t in (self.segment, self.unit, self.q, self.neighbour_type, self.pair_type,
-                                    self.lambdas, self.zetas)]
-
-    def features(self) -> torch.Tensor:
-        width = self.q.shape[1] * len(self.lambdas) * len(self.zetas)
-        out = torch.zeros((self.n_channels, width), dtype=self.q.dtype)
-        angular_features(*self._arrays(), out.numpy())
-        return out
-
-    def pair_grad(self, grad: torch.Tensor) -> torch.Tensor:
-        if grad.requires_grad:
-            raise RuntimeError("fused angular terms are for inference; build torch terms to differentiate dE/dG")
-        out = torch.zeros((len(self.r), grad.shape[1], 3), dtype=grad.dtype)
-        segment, unit, q, neighbour_type, pair_type, lambdas, zetas = self._arrays()
-        angular_pair_gradient(segment, unit, self.r.numpy(), q, self.dq.numpy(), neighbour_type, pair_type, lambdas,
-                              zetas, grad.contiguous().numpy(), out.numpy())
-        return self.to_pairs(out)
-
-
-@dataclass(frozen=True, eq=False)
 class DescriptorTerms:
     """Everything the features and their derivatives need, for one set of pair vectors."""
 
     n_atoms: int
     radial: RadialTerms
-    angular: TorchAngularTerms | FusedAngularTerms
+    angular: TorchAngularTerms
     n_radial_channels: int  # n_elements
     n_angular_channels: int  # n_pair_types
 

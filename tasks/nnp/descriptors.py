@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from tasks.nnp.descriptor_terms import (DescriptorTerms, FusedAngularTerms, RadialTerms, TorchAngularTerms,
-                                        angular_powers, cutoff_and_slope)
+from tasks.nnp.descriptor_terms import (DescriptorTerms, RadialTerms, TorchAngularTerms, angular_powers,
+                                        cutoff_and_slope)
 from tasks.nnp.scatter import RowSum
 from tasks.nnp.graph import Pairs, triplets
 
@@ -126,12 +126,11 @@ class SymmetryFunctions(torch.nn.Module):
     def forward(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> torch.Tensor:
         return _Features.apply(vectors, self.terms(vectors.detach(), species, pairs))
 
-    def terms(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs, *,
-              fused: bool = False) -> DescriptorTerms:
+    def terms(self, vectors: torch.Tensor, species: torch.Tensor, pairs: Pairs) -> DescriptorTerms:
         """The factors of features and derivatives at these pair vectors. Pairs outside their
         cutoffs are dropped at every call: a pair list carries a skin, and keeping its extra pairs
         would multiply the triplets (2.5x for Cr(1-x)S at 4.0 + 0.5 Å), which costs far more than
-        finding them again. ``fused``: triplet sums in the compiled CPU kernel (inference only)."""
+        finding them again."""
         s = self.settings
         dtype = vectors.dtype
         n_atoms = len(species)
@@ -161,15 +160,7 @@ class SymmetryFunctions(torch.nn.Module):
         unit = vectors[angular] / ra[:, None]
         to_pairs = RowSum(angular, len(r_all), len(angular))
         n_channels = n_atoms * len(s.element_pairs)
-        if fused:
-            centres = pairs.i[angular]  # ascending: pairs are sorted by centre
-            angular_terms = FusedAngularTerms(
-                segment=torch.searchsorted(centres, torch.arange(n_atoms + 1, device=centres.device)),
-                unit=unit.contiguous(), r=ra, q=q, dq=dq, neighbour_type=sj[angular], pair_type=self.pair_index,
-                lambdas=self.lambdas.to(torch.float64), zetas=self.zetas.to(torch.int64), n_channels=n_channels, to_pairs=to_pairs)
-        else:
-            angular_terms = self._torch_angular_terms(pairs, angular, sj[angular], ra, unit, q, dq, n_channels,
-                                                      to_pairs)
+        angular_terms = self._torch_angular_terms(pairs, angular, sj[angular], ra, unit, q, dq, n_channels, to_pairs)
         return DescriptorTerms(n_atoms=n_atoms, radial=radial_terms, angular=angular_terms,
                                n_radial_channels=s.n_elements, n_angular_channels=len(s.element_pairs))
 

@@ -16,6 +16,7 @@ import torch
 from ase.data import atomic_numbers
 
 from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.cpu_inference import cpu_outputs, kernel_features
 from tasks.nnp.derivatives import outputs_from_pair_gradient, potential_outputs, single_model
 from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
 from tasks.nnp.graph import Pairs, pair_vectors
@@ -161,13 +162,15 @@ def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: 
                               pairs: Pairs | None, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
     """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks on one descriptor evaluation.
 
-    Autograd runs only through the small per-element networks (dE/dG); the descriptor's analytic
-    factors are contracted with all M gradients at once (DescriptorTerms.vector_grad)."""
+    On a CPU the compiled kernels do it (cpu_inference.py). Elsewhere autograd runs only through
+    the small per-element networks (dE/dG); the descriptor's analytic factors are contracted with
+    all M gradients at once (DescriptorTerms.vector_grad)."""
     pairs = pairs if pairs is not None else batch.pairs(descriptor.max_cutoff_A)
+    if batch.device.type == "cpu":
+        return cpu_outputs(descriptor, networks, species, batch, pairs, forces=forces, stress=stress)
     with torch.no_grad():
         vectors = pair_vectors(batch.positions, batch.cells, pairs)
-        # on a CPU the triplet sums run in the compiled kernel (angular_kernel.py)
-        terms = descriptor.terms(vectors, species, pairs, fused=vectors.device.type == "cpu")
+        terms = descriptor.terms(vectors, species, pairs)
         features = terms.features()
     if not (forces or stress):
         with torch.no_grad():
@@ -181,6 +184,15 @@ def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: 
     with torch.no_grad():
         return outputs_from_pair_gradient(batch, pairs, vectors, atomic.detach(), terms.vector_grad(de_dg),
                                           forces=forces, stress=stress)
+
+
+def descriptor_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch,
+                        pairs: Pairs) -> torch.Tensor:
+    """Features (N, n_features) in atom order, without gradients."""
+    if batch.device.type == "cpu":
+        return kernel_features(descriptor, species, batch, pairs).in_atom_order()
+    with torch.no_grad():
+        return descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs).features()
 
 
 def file_hash(path: str | Path) -> str:

@@ -1,0 +1,130 @@
+"""Energies, forces and stress of M networks on one CPU descriptor evaluation (inference).
+
+Three compiled passes and a few matrix products, instead of some forty small torch operations:
+  features kernel   pair vectors, G2 and G4 of every atom, per-pair factors kept for the gradient;
+  networks          all members and their dE/dG at once (stacked.py);
+  gradient kernel   dE/dG of every member → dE/dv per pair, then forces and virial.
+Training (gradients with respect to weights) and CUDA use the torch terms (descriptor_terms.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.cpu_kernels import as_numpy, run_kernel, scatter_pair_gradient
+from tasks.nnp.derivatives import voigt_stress
+from tasks.nnp.descriptors import SymmetryFunctions, imbalzano_etas
+from tasks.nnp.graph import Pairs
+from tasks.nnp.kernel_source import KernelShape
+from tasks.nnp.stacked import stacked_networks
+
+
+def kernel_shape(descriptor: SymmetryFunctions, n_models: int = 0) -> KernelShape:
+    s = descriptor.settings
+    return KernelShape(n_elements=s.n_elements,
+                       radial_eta_scale=tuple((5.0 ** (m / 5.0)) ** 2 for m in s.radial_m),
+                       angular_etas=tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m)),
+                       lambdas=tuple(float(x) for x in s.lambdas), zetas=tuple(int(z) for z in s.zetas),
+                       n_models=n_models)
+
+
+def _segment(pairs: Pairs, n_atoms: int) -> np.ndarray:
+    """Pairs of centre i are segment[i]:segment[i + 1] (the list is sorted by centre)."""
+    if "segment" not in pairs.derived:
+        pairs.derived["segment"] = np.searchsorted(as_numpy(pairs.i), np.arange(n_atoms + 1)).astype(np.int64)
+    return pairs.derived["segment"]
+
+
+@dataclass(frozen=True, eq=False)
+class KernelFeatures:
+    """Features with rows grouped by element (row_of_atom[i] is atom i's row), and the per-pair
+    factors the gradient kernel reads."""
+
+    descriptor: SymmetryFunctions
+    pairs: Pairs
+    species: np.ndarray
+    row_of_atom: np.ndarray
+    counts: list[int]  # atoms per element, in row order
+    features: torch.Tensor  # (N, F)
+    per_pair: dict[str, np.ndarray]
+
+    def in_atom_order(self) -> torch.Tensor:
+        return self.features[torch.as_tensor(self.row_of_atom)]
+
+    def pair_gradient(self, grad: torch.Tensor) -> np.ndarray:
+        """dE/dG (M, N, F), rows as the features → dE/dv (P, M, 3)."""
+        d, p = self.descriptor, self.per_pair
+        out = np.zeros((len(p["r"]), grad.shape[0], 3), dtype=p["r"].dtype)
+        run_kernel(kernel_shape(d, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
+                   _segment(self.pairs, len(self.species)), self.row_of_atom, as_numpy(d.radial_rc), p["unit"],
+                   p["r"], p["rdg"], p["aq"], p["adq"], p["ang_list"], p["ang_bounds"], as_numpy(d.pair_index),
+                   as_numpy(grad), out)
+        return out
+
+
+def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch,
+                    pairs: Pairs) -> KernelFeatures:
+    s = descriptor.settings
+    n_atoms, n_pairs, dtype = len(species), len(pairs.i), batch.dtype
+    species_np = as_numpy(species)
+    order = np.argsort(species_np, kind="stable")
+    row_of_atom = np.empty(n_atoms, dtype=np.int64)
+    row_of_atom[order] = np.arange(n_atoms)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    per_pair = {
+        "unit": np.empty((n_pairs, 3), np_dtype), "r": np.empty(n_pairs, np_dtype),
+        "rdg": np.empty((n_pairs, len(s.radial_m)), np_dtype), "aq": np.empty((n_pairs, len(s.angular_m)), np_dtype),
+        "adq": np.empty((n_pairs, len(s.angular_m)), np_dtype), "ang_scratch": np.empty(n_pairs, np.int64),
+        "ang_list": np.empty(n_pairs, np.int64),
+        "ang_bounds": np.empty((n_atoms, s.n_elements + 1), np.int64)}
+    features = torch.zeros((n_atoms, s.n_features), dtype=dtype)
+    run_kernel(kernel_shape(descriptor), "features", as_numpy(batch.positions), as_numpy(batch.cells),
+               as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
+               row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
+               as_numpy(descriptor.pair_index), per_pair["unit"], per_pair["r"], per_pair["rdg"], per_pair["aq"],
+               per_pair["adq"], per_pair["ang_scratch"], per_pair["ang_list"], per_pair["ang_bounds"], features.numpy())
+    counts = np.bincount(species_np, minlength=s.n_elements).tolist()
+    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, features, per_pair)
+
+
+def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
+                batch: AtomsBatch, pairs: Pairs, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks)."""
+    with torch.no_grad():
+        evaluated = kernel_features(descriptor, species, batch, pairs)
+        blocks = torch.split(evaluated.features, evaluated.counts)
+        stacks = stacked_networks(networks)
+        want_gradient = forces or stress
+        energies, grads = [], []
+        for stack, block in zip(stacks, blocks):
+            if len(block) == 0:
+                continue
+            if want_gradient:
+                e, g = stack.energies_and_gradient(block)
+                grads.append(g)
+            else:
+                e = stack.energies(block)
+            energies.append(e)
+        atomic = torch.cat(energies, dim=1)  # (M, N), rows grouped by element
+        system_of_row = torch.empty_like(batch.system)
+        system_of_row[torch.as_tensor(evaluated.row_of_atom)] = batch.system
+        energy = torch.zeros((len(networks), batch.n_systems), dtype=atomic.dtype).index_add(1, system_of_row, atomic)
+        out = {"energy": energy}
+        if not want_gradient:
+            return out
+        pair_grad = evaluated.pair_gradient(torch.cat(grads, dim=1))
+        p = evaluated.per_pair
+        member_forces = np.zeros((len(networks), len(species), 3), dtype=pair_grad.dtype)
+        virial = np.zeros((len(networks), batch.n_systems, 3, 3), dtype=pair_grad.dtype)
+        scatter_pair_gradient(as_numpy(pairs.i), as_numpy(pairs.j), as_numpy(pairs.system), p["unit"], p["r"],
+                              pair_grad, member_forces, virial, stress)
+        if forces:
+            out["forces"] = torch.from_numpy(member_forces)
+        if stress:
+            out["stress"] = voigt_stress(torch.from_numpy(virial), batch.volumes())
+        return out

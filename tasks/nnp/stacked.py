@@ -1,0 +1,94 @@
+"""M members' per-element networks as stacked weights, with the gradient written out (inference).
+
+For a committee the members' first layers read the same features, so they are one matrix
+product (F × M·H); the later layers are one batched product over members. The backward pass of a
+tanh MLP is three lines, cheaper than autograd's graph for small networks evaluated every MD step.
+Each member's feature normalisation is folded into its first layer:
+  ((f − μ)/σ) W + b = f (W/σ) + (b − (μ/σ) W),
+and NN(isolated atom) is the network at raw features f = 0, i.e. tanh(b′) propagated.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from tasks.nnp.model import AtomicNetworks
+
+
+@dataclass(frozen=True, eq=False)
+class ElementStack:
+    first_weight: torch.Tensor  # (F, M·H1), normalisation folded in
+    first_bias: torch.Tensor  # (M·H1,)
+    weights: tuple[torch.Tensor, ...]  # (M, H_k, H_k+1) for the later layers; the last has width 1
+    biases: tuple[torch.Tensor, ...]  # (M, 1, H_k+1)
+    offset: torch.Tensor  # (M, 1): reference energy − NN(isolated atom)
+
+    @property
+    def n_models(self) -> int:
+        return self.offset.shape[0]
+
+    def _hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n, m = x.shape[0], self.n_models
+        h = torch.tanh(torch.addmm(self.first_bias, x, self.first_weight)).reshape(n, m, -1).transpose(0, 1)
+        layers = [h]
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            layers.append(torch.tanh(torch.baddbmm(b, layers[-1], w)))
+        return layers
+
+    def energies(self, x: torch.Tensor) -> torch.Tensor:
+        """Atomic energies (M, n) of n atoms of this element with raw features x (n, F)."""
+        return torch.baddbmm(self.biases[-1], self._hidden(x)[-1], self.weights[-1])[..., 0] + self.offset
+
+    def energies_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, n) energies and their gradient with respect to the features, (M, n, F)."""
+        layers = self._hidden(x)
+        energies = torch.baddbmm(self.biases[-1], layers[-1], self.weights[-1])[..., 0] + self.offset
+        delta = self.weights[-1].transpose(1, 2) * (1.0 - layers[-1] * layers[-1])  # (M, n, H_last)
+        for w, h in zip(reversed(self.weights[:-1]), reversed(layers[:-1])):
+            delta = torch.bmm(delta, w.transpose(1, 2)) * (1.0 - h * h)
+        first = self.first_weight.reshape(x.shape[1], self.n_models, -1).permute(1, 2, 0)  # (M, H1, F)
+        return energies, torch.bmm(delta, first)
+
+
+def _linears(net: torch.nn.Sequential) -> list[torch.nn.Linear]:
+    return [layer for layer in net if isinstance(layer, torch.nn.Linear)]
+
+
+def _stack_element(networks: Sequence["AtomicNetworks"], e: int) -> ElementStack:
+    members = [_linears(n.nets[e]) for n in networks]
+    mean = torch.stack([n.feature_mean[e] for n in networks])  # (M, F)
+    std = torch.stack([n.feature_std[e] for n in networks])
+    w1 = torch.stack([layers[0].weight.T for layers in members]) / std[:, :, None]  # (M, F, H1)
+    b1 = torch.stack([layers[0].bias for layers in members]) - torch.einsum("mf,mfh->mh", mean, w1)
+    m_models, n_features, width = w1.shape
+    weights = tuple(torch.stack([layers[k].weight.T for layers in members]) for k in range(1, len(members[0])))
+    biases = tuple(torch.stack([layers[k].bias for layers in members])[:, None, :] for k in range(1, len(members[0])))
+    isolated = torch.tanh(b1)[:, None, :]  # (M, 1, H1): the networks at raw features 0
+    for w, b in zip(weights[:-1], biases[:-1]):
+        isolated = torch.tanh(torch.baddbmm(b, isolated, w))
+    isolated = torch.baddbmm(biases[-1], isolated, weights[-1])[:, :, 0]  # (M, 1)
+    reference = torch.stack([n.reference_energy_eV[e] for n in networks])[:, None]
+    return ElementStack(first_weight=w1.permute(1, 0, 2).reshape(n_features, m_models * width),
+                        first_bias=b1.reshape(-1), weights=weights, biases=biases, offset=reference - isolated)
+
+
+# rebuilt when any weight, normalisation or reference energy changes (training, load_state_dict)
+_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stacked_networks(networks: Sequence["AtomicNetworks"]) -> list[ElementStack]:
+    """One ElementStack per element of these M networks (same descriptor settings)."""
+    tensors = [t for n in networks for t in (*n.parameters(), *n.buffers())]
+    key = (tuple(id(n) for n in networks), tuple((t.data_ptr(), t._version, t.dtype) for t in tensors))
+    cached = _STACKS.get(networks[0])
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        stacks = [_stack_element(networks, e) for e in range(len(networks[0].nets))]
+    _STACKS[networks[0]] = (key, stacks)
+    return stacks
