@@ -77,14 +77,25 @@ def _stack_element(networks: Sequence["AtomicNetworks"], e: int) -> ElementStack
                         first_bias=b1.reshape(-1), weights=weights, biases=biases, offset=reference - isolated)
 
 
-# rebuilt when any weight, normalisation or reference energy changes (training, load_state_dict)
+# the tensors of each network, found once: Module attribute lookup costs more than the networks'
+# evaluation here. Training and load_state_dict change tensors in place and .to() swaps their data,
+# both seen by the key below; nothing in this package assigns new Parameter objects.
+_TENSORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# rebuilt when any weight, normalisation or reference energy changes (version or storage)
 _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tensors(network: "AtomicNetworks") -> list[torch.Tensor]:
+    if network not in _TENSORS:
+        _TENSORS[network] = [network.feature_mean, network.feature_std, network.reference_energy_eV,
+                             *(t for net in network.nets for layer in _linears(net) for t in (layer.weight, layer.bias))]
+    return _TENSORS[network]
 
 
 def stacked_networks(networks: Sequence["AtomicNetworks"]) -> list[ElementStack]:
     """One ElementStack per element of these M networks (same descriptor settings)."""
-    tensors = [t for n in networks for t in (*n.parameters(), *n.buffers())]
-    key = (tuple(id(n) for n in networks), tuple((t.data_ptr(), t._version, t.dtype) for t in tensors))
+    key = (tuple(id(n) for n in networks),
+           tuple((t.data_ptr(), t._version, t.dtype) for n in networks for t in _tensors(n)))
     cached = _STACKS.get(networks[0])
     if cached is not None and cached[0] == key:
         return cached[1]
