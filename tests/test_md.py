@@ -96,6 +96,26 @@ def test_adaptive_timestep_bounds_the_displacement_of_a_fast_atom(model):
     assert float(moved[0]) <= 0.1 * 1.01
 
 
+def test_only_the_system_that_moved_past_half_the_skin_gets_new_pairs(model):
+    """One fast atom in system 0: its pairs are rebuilt, system 1 keeps its list; forces on both
+    equal an evaluation with fresh pairs of the whole batch."""
+    state = initial_state(model, _systems(), temperature_K=10, seed=3, skin_A=0.5)
+    v = state.velocities.clone()
+    v[0] = torch.tensor([0.0, 0.0, -5.0], dtype=v.dtype)  # 0.49 Å in 1 fs: past skin/2 at once
+    state = replace(state, velocities=v)
+    new = velocity_verlet_step(state, model, timestep_fs=1.0)
+    second = int(new.batch.n_atoms[0])
+    reference = new.pairs_positions
+    torch.testing.assert_close(reference[:second], new.batch.positions[:second], rtol=0, atol=0)
+    assert bool((reference[second:] == state.batch.positions[second:]).all()), "system 1 kept its pair list"
+    fresh = model(new.batch, new.batch.pairs(model.cutoff_A))
+    torch.testing.assert_close(new.forces, fresh["forces"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(new.energy, fresh["energy"], rtol=1e-12, atol=1e-12)
+    old_list = state.pairs.system.numpy() == 1
+    new_list = new.pairs.system.numpy() == 1
+    np.testing.assert_array_equal(new.pairs.j.numpy()[new_list], state.pairs.j.numpy()[old_list])
+
+
 def test_fire_follows_ase_fire_step_for_step_in_a_batch(model):
     from ase.optimize import FIRE
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from tasks.nnp.batch import AtomsBatch, per_system_sum
-from tasks.nnp.graph import Pairs
+from tasks.nnp.batch import AtomsBatch, per_system_max, per_system_sum
+from tasks.nnp.graph import Pairs, replace_systems
 
 KB_EV_PER_K = units.kB
 FS = units.fs  # one femtosecond in ASE time units
@@ -98,11 +98,17 @@ def initial_state(model: torch.nn.Module, systems: Sequence[Atoms], *, temperatu
 
 
 def with_positions(model: torch.nn.Module, state: MDState, positions: torch.Tensor, **changes) -> MDState:
-    """New positions → new forces; the pair list is rebuilt only when some atom moved over skin/2."""
+    """New positions → new forces. A system's pairs are rebuilt only when one of its atoms moved
+    over skin/2 since its last build: one hot system (an ion impact) does not make the whole batch
+    rebuild every step."""
     batch = state.batch.with_positions(positions)
     pairs, reference = state.pairs, state.pairs_positions
-    if float((positions - reference).norm(dim=1).max()) > 0.5 * state.skin_A:
-        pairs, reference = batch.pairs(model.cutoff_A + state.skin_A), positions.clone()
+    moved = per_system_max((positions - reference).norm(dim=1), batch.system, batch.n_systems) > 0.5 * state.skin_A
+    if bool(moved.any()):
+        systems = torch.nonzero(moved).squeeze(1).cpu().numpy()
+        fresh = batch.pairs(model.cutoff_A + state.skin_A, systems)
+        pairs = fresh if len(systems) == batch.n_systems else replace_systems(pairs, fresh, systems, batch.n_systems)
+        reference = torch.where(moved[batch.system][:, None], positions, reference)
     energy, forces, deviation = evaluate(model, batch, pairs, state.fixed)
     return replace(state, batch=batch, energy=energy, forces=forces, deviation=deviation, pairs=pairs,
                    pairs_positions=reference, **changes)

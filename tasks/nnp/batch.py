@@ -46,9 +46,10 @@ class AtomsBatch:
     def device(self) -> torch.device:
         return self.positions.device
 
-    def pairs(self, cutoff_A: float) -> Pairs:
+    def pairs(self, cutoff_A: float, systems: np.ndarray | None = None) -> Pairs:
+        """Neighbour pairs of every system, or of ``systems`` only."""
         return neighbour_pairs(self.positions.detach().cpu().numpy(), self.cells.detach().cpu().numpy(), self.pbc,
-                               self.n_atoms, cutoff_A, self.dtype, self.device)
+                               self.n_atoms, cutoff_A, self.dtype, self.device, systems)
 
     def with_positions(self, positions: torch.Tensor) -> "AtomsBatch":
         return replace(self, positions=positions)

@@ -24,9 +24,9 @@ from tasks.nnp.kernel_source import KernelShape
 from tasks.nnp.stacked import stacked_networks
 
 
-def kernel_shape(descriptor: SymmetryFunctions, n_models: int = 0) -> KernelShape:
+def kernel_shape(descriptor: SymmetryFunctions, dtype: torch.dtype, n_models: int = 0) -> KernelShape:
     s = descriptor.settings
-    return KernelShape(n_elements=s.n_elements,
+    return KernelShape(n_elements=s.n_elements, exp_degree=12 if dtype == torch.float64 else 7,
                        radial_eta_scale=tuple((5.0 ** (m / 5.0)) ** 2 for m in s.radial_m),
                        angular_etas=tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m)),
                        lambdas=tuple(float(x) for x in s.lambdas), zetas=tuple(int(z) for z in s.zetas),
@@ -60,7 +60,7 @@ class KernelFeatures:
         """dE/dG (M, N, F), rows as the features → dE/dv (P, M, 3)."""
         d, p = self.descriptor, self.per_pair
         out = np.zeros((len(p["r"]), grad.shape[0], 3), dtype=p["r"].dtype)
-        run_kernel(kernel_shape(d, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
+        run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
                    _segment(self.pairs, len(self.species)), self.row_of_atom, as_numpy(d.radial_rc), p["unit"],
                    p["r"], p["rdg"], p["aq"], p["adq"], p["ang_list"], p["ang_bounds"], as_numpy(d.pair_index),
                    as_numpy(grad), out)
@@ -83,7 +83,7 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
         "ang_list": np.empty(n_pairs, np.int64),
         "ang_bounds": np.empty((n_atoms, s.n_elements + 1), np.int64)}
     features = torch.zeros((n_atoms, s.n_features), dtype=dtype)
-    run_kernel(kernel_shape(descriptor), "features", as_numpy(batch.positions), as_numpy(batch.cells),
+    run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
                as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
                row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
                as_numpy(descriptor.pair_index), per_pair["unit"], per_pair["r"], per_pair["rdg"], per_pair["aq"],

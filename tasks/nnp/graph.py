@@ -27,15 +27,18 @@ class Pairs:
 
 
 def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n_atoms: np.ndarray,
-                    cutoff_A: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> Pairs:
-    """Full (both directions) neighbour list of every system in the batch.
+                    cutoff_A: float, dtype: torch.dtype, device: torch.device | str = "cpu",
+                    systems: np.ndarray | None = None) -> Pairs:
+    """Full (both directions) neighbour list of every system in the batch, or of ``systems`` only
+    (indices stay those of the whole batch).
 
     positions (N, 3), cells (B, 3, 3), pbc (B, 3), n_atoms (B,): systems are consecutive blocks.
     """
     starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
     parts_i, parts_j, parts_s, parts_b = [], [], [], []
     calculator = NeighborList(cutoff=float(cutoff_A), full_list=True)
-    for b, (start, n) in enumerate(zip(starts, n_atoms)):
+    for b in range(len(n_atoms)) if systems is None else systems:
+        start, n = starts[b], n_atoms[b]
         points = np.ascontiguousarray(positions[start:start + n], dtype=np.float64)
         periodic = np.asarray(pbc[b], dtype=bool)
         box = cells[b] if periodic.any() else np.zeros((3, 3))
@@ -53,6 +56,22 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
         shift=torch.as_tensor(s[order].reshape(-1, 3), dtype=dtype, device=device),
         system=torch.as_tensor(b[order], dtype=torch.long, device=device),
     )
+
+
+def replace_systems(pairs: Pairs, fresh: Pairs, systems: np.ndarray, n_systems: int) -> Pairs:
+    """``pairs`` with the blocks of ``systems`` taken from ``fresh`` (pairs of those systems only).
+    Both lists are sorted by centre and systems are consecutive atom blocks, so each system's
+    pairs are one contiguous block: the result is these blocks in system order."""
+    old_bounds = np.searchsorted(pairs.system.cpu().numpy(), np.arange(n_systems + 1))
+    new_bounds = np.searchsorted(fresh.system.cpu().numpy(), np.arange(n_systems + 1))
+    taken = np.zeros(n_systems, dtype=bool)
+    taken[systems] = True
+    offset = len(pairs.i)  # fresh pairs follow the old ones in the joined arrays
+    ranges = [np.arange(new_bounds[b], new_bounds[b + 1]) + offset if taken[b] else
+              np.arange(old_bounds[b], old_bounds[b + 1]) for b in range(n_systems)]
+    index = torch.as_tensor(np.concatenate(ranges), device=pairs.i.device)
+    return Pairs(*(torch.cat([getattr(pairs, name), getattr(fresh, name)]).index_select(0, index)
+                   for name in ("i", "j", "shift", "system")))
 
 
 def pair_vectors(positions: torch.Tensor, cells: torch.Tensor, pairs: Pairs) -> torch.Tensor:
