@@ -115,6 +115,10 @@ def test_compiled_kernels_equal_autograd_for_several_models(dtype):
             scale = float(expected.abs().max())
             torch.testing.assert_close(ours[key], expected, rtol=tolerance, atol=tolerance * scale)
     assert float(torch.cat([r["forces"] for r in reference]).abs().max()) > 0.05, "forces must not be trivially small"
+    energies_only = cpu_outputs(members[0].descriptor, [m.atomic for m in members], species, batch, pairs,
+                                forces=False, stress=False)
+    assert set(energies_only) == {"energy"}
+    torch.testing.assert_close(energies_only["energy"], ours["energy"], rtol=0, atol=0)
 
 
 def test_kernels_are_written_to_the_cache_folder_and_a_read_only_one_is_survived(tmp_path):
