@@ -165,7 +165,7 @@ def test_gpu_work_is_tagged_when_the_cluster_has_gpus(tmp_path):
     gpu = spec.scheduler.has_gpus
     assert gpu and not spec.with_scheduler("local").scheduler.has_gpus
     train = train_stage(spec, 0, [], ("Mo", "S"), None, gpu=gpu)
-    explore = explore_stage(spec, 0, [b"model"] * 2, gpu=gpu)
+    explore = explore_stage(spec, 0, [b"model"] * 2, [], gpu=gpu)
     assert dict(train.resources) == {"GPU": 1} and dict(explore.resources) == {"GPU": 1}
     assert train_stage(spec, 0, [], ("Mo", "S"), None, gpu=False).resources is None
 
@@ -187,7 +187,8 @@ def test_examples_are_valid_specs_with_their_initial_data(name):
     from campaign.recipes.structures import load_structures
 
     spec = load_spec(Path(__file__).parent.parent / "examples" / name)
-    structures = initial_structures(spec.recipe, load_structures(list(spec.recipe.initial.structures)))
+    structures = initial_structures(spec.recipe, load_structures(list(spec.recipe.initial.structures)),
+                                    load_structures(list(spec.recipe.explore.structures)))
     assert len(structures) >= 16 and spec.recipe.committee.members == (4 if "mos2" in name else 2)
 
 

@@ -57,9 +57,10 @@ def candidate_iteration(source: str) -> int:
 
 
 # -- initial data ---------------------------------------------------------------------------------
-def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure]) -> list[Structure]:
+def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure], explore: list[Structure]) -> list[Structure]:
     """The initial structures ``base`` (as the spec's sources give them) and what is cut from or
-    added to them: defects and slabs of the first one, dimers, isolated atoms."""
+    added to them: defects and slabs of the first one, dimers and isolated atoms of every element
+    of ``base`` and the exploration structures ``explore``."""
     init = recipe.initial
     host = base[0].to_atoms()
     rng = np.random.default_rng(init.seed)
@@ -74,7 +75,7 @@ def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure]) -> l
         for shift in init.slabs.shifts:
             out.append(Structure.from_atoms(slab(host, init.slabs.axis, shift, init.slabs.vacuum_A),
                                             f"slab-axis{init.slabs.axis}-shift{shift:g}"))
-    elements = campaign_elements(recipe, base)
+    elements = campaign_elements(base, explore)
     if init.dimer_distances_A:
         out += [Structure.from_atoms(a, "dimer") for a in dimers(elements, init.dimer_distances_A)]
     if init.isolated_atoms:
@@ -82,11 +83,11 @@ def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure]) -> l
     return out
 
 
-def campaign_elements(recipe: ActiveLearningRecipe, base: list[Structure]) -> tuple[str, ...]:
+def campaign_elements(base: list[Structure], explore: list[Structure]) -> tuple[str, ...]:
     """Every element of the initial structures ``base`` and of the exploration structures: the
     committee's element list."""
     numbers = set()
-    for s in base + load_structures(list(recipe.explore.structures)):
+    for s in base + explore:
         numbers |= set(s.numbers.tolist())
     return tuple(chemical_symbols[z] for z in sorted(numbers))
 
@@ -105,7 +106,8 @@ def relax_frame_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, 
 def initial_stages(spec: CampaignSpec) -> list[Stage]:
     recipe, labeler = spec.recipe, spec.labeler
     base = load_structures(list(recipe.initial.structures))
-    stages = [Stage("al-initial", label_items(initial_structures(recipe, base), labeler), label_batch,
+    explore = load_structures(list(recipe.explore.structures))
+    stages = [Stage("al-initial", label_items(initial_structures(recipe, base, explore), labeler), label_batch,
                     {"labeler": labeler}, functools.partial(labeled_frame_rows, labeler=labeler), recipe.batch_size,
                     recipe.retries)]
     relax = recipe.initial.relax
@@ -221,10 +223,11 @@ def explored_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, *, 
     }
 
 
-def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], gpu: bool) -> Stage:
+def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], structures: list[Structure],
+                  gpu: bool) -> Stage:
+    """``structures``: the recipe's exploration structures, loaded once per launch."""
     recipe = spec.recipe
     e = recipe.explore
-    structures = load_structures(list(e.structures))
     settings = ExploreSettings(steps=e.steps, frame_every=e.frame_every, timestep_fs=e.timestep_fs,
                                friction_per_fs=e.friction_per_fs, relax_steps=e.relax_steps,
                                dtype=recipe.committee.dtype, device=recipe.committee.device)
@@ -276,7 +279,8 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
 
     for stage in initial:
         run(stage)
-    elements = campaign_elements(recipe, load_structures(list(recipe.initial.structures)))
+    explore_structures = load_structures(list(recipe.explore.structures))
+    elements = campaign_elements(load_structures(list(recipe.initial.structures)), explore_structures)
     recorded = set(store.read("al_iterations", ["iteration"])["iteration"].tolist())
     stragglers: list[StageRun] = []
     previous: list[bytes] | None = None
@@ -293,7 +297,7 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
         members = [rows[item.key] for item in stage.items]
         models = [(store.directory / str(m["path"])).read_bytes() for m in members]
         t1 = time.monotonic()
-        stage = explore_stage(spec, k, models, gpu)
+        stage = explore_stage(spec, k, models, explore_structures, gpu)
         run(stage, 1.0, stragglers)
         explored, structures = read_explored(store, {item.key for item in stage.items} & done_keys(store))
         t2 = time.monotonic()

@@ -5,11 +5,12 @@ product (F × M·H); the later layers are one batched product over members. The 
 tanh MLP is three lines, cheaper than autograd's graph for small networks evaluated every MD step.
 Each member's feature normalisation is folded into its first layer:
   ((f − μ)/σ) W + b = f (W/σ) + (b − (μ/σ) W),
-and NN(isolated atom) is the network at raw features f = 0, i.e. tanh(b′) propagated.
+and NN(isolated atom) is the network at raw features f = 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -40,14 +41,17 @@ class ElementStack:
             layers.append(torch.tanh(torch.baddbmm(b, layers[-1], w)))
         return layers
 
+    def _output(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.biases[-1], last_hidden, self.weights[-1])[..., 0] + self.offset
+
     def energies(self, x: torch.Tensor) -> torch.Tensor:
         """Atomic energies (M, n) of n atoms of this element with raw features x (n, F)."""
-        return torch.baddbmm(self.biases[-1], self._hidden(x)[-1], self.weights[-1])[..., 0] + self.offset
+        return self._output(self._hidden(x)[-1])
 
     def energies_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, n) energies and their gradient with respect to the features, (M, n, F)."""
         layers = self._hidden(x)
-        energies = torch.baddbmm(self.biases[-1], layers[-1], self.weights[-1])[..., 0] + self.offset
+        energies = self._output(layers[-1])
         delta = self.weights[-1].transpose(1, 2) * (1.0 - layers[-1] * layers[-1])  # (M, n, H_last)
         for w, h in zip(reversed(self.weights[:-1]), reversed(layers[:-1])):
             delta = torch.bmm(delta, w.transpose(1, 2)) * (1.0 - h * h)
@@ -68,13 +72,12 @@ def _stack_element(networks: Sequence["AtomicNetworks"], e: int) -> ElementStack
     m_models, n_features, width = w1.shape
     weights = tuple(torch.stack([layers[k].weight.T for layers in members]) for k in range(1, len(members[0])))
     biases = tuple(torch.stack([layers[k].bias for layers in members])[:, None, :] for k in range(1, len(members[0])))
-    isolated = torch.tanh(b1)[:, None, :]  # (M, 1, H1): the networks at raw features 0
-    for w, b in zip(weights[:-1], biases[:-1]):
-        isolated = torch.tanh(torch.baddbmm(b, isolated, w))
-    isolated = torch.baddbmm(biases[-1], isolated, weights[-1])[:, :, 0]  # (M, 1)
+    bare = ElementStack(first_weight=w1.permute(1, 0, 2).reshape(n_features, m_models * width),
+                        first_bias=b1.reshape(-1), weights=weights, biases=biases,
+                        offset=torch.zeros((m_models, 1), dtype=w1.dtype, device=w1.device))
+    isolated = bare.energies(torch.zeros((1, n_features), dtype=w1.dtype, device=w1.device))  # (M, 1)
     reference = torch.stack([n.reference_energy_eV[e] for n in networks])[:, None]
-    return ElementStack(first_weight=w1.permute(1, 0, 2).reshape(n_features, m_models * width),
-                        first_bias=b1.reshape(-1), weights=weights, biases=biases, offset=reference - isolated)
+    return dataclasses.replace(bare, offset=reference - isolated)
 
 
 # the tensors of each network, found once: Module attribute lookup costs more than the networks'

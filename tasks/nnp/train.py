@@ -17,8 +17,8 @@ from ase import Atoms
 
 from tasks.nnp.batch import AtomsBatch, concat_batches
 from tasks.nnp.descriptors import DescriptorSettings
-from tasks.nnp.graph import Pairs, pair_vectors
-from tasks.nnp.model import BehlerParrinello, ModelSettings
+from tasks.nnp.graph import Pairs
+from tasks.nnp.model import BehlerParrinello, ModelSettings, descriptor_features
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _features(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]):
         for k in idx:
             batch, pairs = data.parts[k]
             species = model.species(batch.numbers)
-            yield species, model.descriptor(pair_vectors(batch.positions, batch.cells, pairs), species, pairs)
+            yield species, descriptor_features(model.descriptor, species, batch, pairs)
 
 
 def fit_normalisation_and_references(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]) -> None:
