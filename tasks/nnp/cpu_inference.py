@@ -26,9 +26,10 @@ from tasks.nnp.stacked import stacked_networks
 
 def kernel_shape(descriptor: SymmetryFunctions, dtype: torch.dtype, n_models: int = 0) -> KernelShape:
     s = descriptor.settings
-    return KernelShape(n_elements=s.n_elements, exp_degree=12 if dtype == torch.float64 else 7,
+    angular_etas = tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m))
+    return KernelShape(n_elements=s.n_elements, double=dtype == torch.float64,
                        radial_eta_scale=tuple((5.0 ** (m / 5.0)) ** 2 for m in s.radial_m),
-                       angular_etas=tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m)),
+                       angular_etas=angular_etas, angular_exponent_max=max(angular_etas) * s.angular_cutoff_A ** 2,
                        lambdas=tuple(float(x) for x in s.lambdas), zetas=tuple(int(z) for z in s.zetas),
                        n_models=n_models)
 
@@ -61,10 +62,14 @@ class KernelFeatures:
         d, p = self.descriptor, self.per_pair
         out = np.zeros((len(p["r"]), grad.shape[0], 3), dtype=p["r"].dtype)
         run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
-                   _segment(self.pairs, len(self.species)), self.row_of_atom, as_numpy(d.radial_rc), p["unit"],
-                   p["r"], p["rdg"], p["aq"], p["adq"], p["ang_list"], p["ang_bounds"], as_numpy(d.pair_index),
+                   _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rdg"], p["ang_list"],
+                   p["ang_bounds"], p["ang_unit"], p["ang_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
                    as_numpy(grad), out)
         return out
+
+
+_FEATURE_BUFFERS = ("unit", "r", "pair_rc", "pair_element", "rdg", "ang_scratch", "ang_list", "ang_bounds", "ang_unit", "ang_r",
+                    "ang_rc", "aq", "adq")
 
 
 def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch,
@@ -76,18 +81,20 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     row_of_atom = np.empty(n_atoms, dtype=np.int64)
     row_of_atom[order] = np.arange(n_atoms)
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    n_m, n_eta = len(s.radial_m), len(s.angular_m)
+    # angular slots are only as many as angular pairs, but a centre's slots start at its first pair
     per_pair = {
-        "unit": np.empty((n_pairs, 3), np_dtype), "r": np.empty(n_pairs, np_dtype),
-        "rdg": np.empty((n_pairs, len(s.radial_m)), np_dtype), "aq": np.empty((n_pairs, len(s.angular_m)), np_dtype),
-        "adq": np.empty((n_pairs, len(s.angular_m)), np_dtype), "ang_scratch": np.empty(n_pairs, np.int64),
-        "ang_list": np.empty(n_pairs, np.int64),
-        "ang_bounds": np.empty((n_atoms, s.n_elements + 1), np.int64)}
+        "unit": np.empty((n_pairs, 3), np_dtype), "r": np.empty(n_pairs, np_dtype), "pair_rc": np.empty(n_pairs, np_dtype),
+        "pair_element": np.empty(n_pairs, np.int64), "rdg": np.empty((n_m, n_pairs), np_dtype),
+        "ang_scratch": np.empty(n_pairs, np.int64), "ang_list": np.empty(n_pairs, np.int64),
+        "ang_bounds": np.empty((n_atoms, s.n_elements + 1), np.int64), "ang_unit": np.empty((3, n_pairs), np_dtype),
+        "ang_r": np.empty(n_pairs, np_dtype), "ang_rc": np.empty(n_pairs, np_dtype),
+        "aq": np.empty((n_eta, n_pairs), np_dtype), "adq": np.empty((n_eta, n_pairs), np_dtype)}
     features = torch.zeros((n_atoms, s.n_features), dtype=dtype)
     run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
                as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
                row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
-               as_numpy(descriptor.pair_index), per_pair["unit"], per_pair["r"], per_pair["rdg"], per_pair["aq"],
-               per_pair["adq"], per_pair["ang_scratch"], per_pair["ang_list"], per_pair["ang_bounds"], features.numpy())
+               as_numpy(descriptor.pair_index), *(per_pair[k] for k in _FEATURE_BUFFERS), features.numpy())
     counts = np.bincount(species_np, minlength=s.n_elements).tolist()
     return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, features, per_pair)
 

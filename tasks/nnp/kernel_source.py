@@ -6,12 +6,20 @@ triplet. Written out for fixed counts, the accumulators are scalar locals, ζ = 
 multiplications, and the compiler can schedule everything: several times faster. So the kernels
 are generated as Python text for one ``KernelShape`` and compiled by numba (cpu_kernels.py).
 
+The radial and cutoff functions (7 exponentials per pair) are computed in separate passes over
+contiguous slots without branches or table lookups, which LLVM turns into SIMD code: four pairs at
+a time. Two things allow it: numba's error_model='numpy' (its default checks every division), and
+unsigned loop bounds (a signed index may be negative, and numba's wrap-around then breaks the
+vector addressing).
+
 Layouts (all arrays are per batch, pairs sorted by centre atom, ``segment`` their boundaries):
   features (N, F): radial block (neighbour element × m), then angular (pair type × η × λ × ζ),
     row ``row_of_atom[i]`` (atoms grouped by element, so each network reads one block);
-  per pair: unit (P, 3), r (P,), rdg (P, n_m) dG2/dr, aq / adq (P, n_η) Q_e and dQ_e/dr with
-    Q_e(r) = exp(−η_e r²) f_c(r);
-  ang_list (P,) angular pairs of each centre grouped by neighbour element, ang_bounds (N, E + 1);
+  per pair: unit (P, 3), r (P,), pair_rc (P,) radial cutoff, pair_element (P,) the neighbour's,
+    rdg (n_m, P) dG2/dr;
+  angular slots: the angular pairs of centre c are slots ang_bounds[c, 0]:ang_bounds[c, E], grouped
+    by neighbour element (ang_bounds (N, E + 1)); slot k holds pair ang_list[k], its ang_unit (3, P),
+    ang_r, ang_rc, and aq / adq (n_η, P): Q_e = exp(−η_e r²) f_c(r) and dQ_e/dr;
   grad (M, N, F) dE/dG of M models; pair_grad (P, M, 3) dE/dv.
 """
 
@@ -26,11 +34,11 @@ class KernelShape:
     n_elements: int
     radial_eta_scale: tuple[float, ...]  # η_m = scale_m / r_c² (Imbalzano rule, per pair cutoff)
     angular_etas: tuple[float, ...]
+    angular_exponent_max: float  # largest η_e r² inside the angular cutoff
     lambdas: tuple[float, ...]
     zetas: tuple[int, ...]
     n_models: int = 0  # the gradient kernel is written out for this many models; features need none
-    # Taylor degree of the inlined exp: 12 gives double precision; float32 models need 7 (5e-9)
-    exp_degree: int = 12
+    double: bool = True  # float64 model: exp to double precision; float32 needs fewer terms
 
     @property
     def n_radial(self) -> int:
@@ -44,10 +52,16 @@ class KernelShape:
     def angular_width(self) -> int:
         return len(self.angular_etas) * self.n_lz
 
+    @property
+    def lz_scales(self) -> list[float]:
+        """2^{1−ζ} of each (λ, ζ), applied to the sums rather than to every triplet."""
+        return [2.0 ** (1 - z) for _ in self.lambdas for z in self.zetas]
+
 
 def _powers(shape: KernelShape, slopes: bool) -> list[str]:
-    """P{k} = 2^{1−ζ}(1 + λ cos)^ζ (and S{k} = dP/dcos), k = λ-index · n_ζ + ζ-index, from
-    binary powers of the clamped base shared by all ζ."""
+    """P{k} = (1 + λ cos)^ζ (and S{k} = (1 + λ cos)^{ζ−1}), k = λ-index · n_ζ + ζ-index, from
+    binary powers of the clamped base shared by all ζ. The constants 2^{1−ζ} and ζλ are left to
+    the caller."""
     needed = set(shape.zetas) | ({z - 1 for z in shape.zetas} if slopes else set())
     top = max(needed).bit_length()
     lines = []
@@ -62,74 +76,92 @@ def _powers(shape: KernelShape, slopes: bool) -> list[str]:
 
         for zi, z in enumerate(shape.zetas):
             k = li * len(shape.zetas) + zi
-            scale = 2.0 ** (1 - z)
-            lines.append(f"P{k} = {scale!r} * {power(z)}")
+            lines.append(f"P{k} = {power(z)}")
             if slopes:
-                lines.append(f"S{k} = {scale * z * float(lam)!r} * {power(z - 1)}")
+                lines.append(f"S{k} = {power(z - 1)}")
     return lines
 
 
-def _cutoff(rc: str) -> list[str]:
-    return [f"t = _tanh_unit(1.0 - rr / {rc})", "t2 = t * t", "fc = t2 * t", f"dfc = -3.0 * t2 * (1.0 - t2) / {rc}"]
+# error_model='numpy': no ZeroDivisionError check per division, which would stop vectorisation.
+# No nnan/ninf in fastmath: a blown-up MD step must still give NaN, not whatever the compiler assumed.
+_OPTIONS = "error_model='numpy', fastmath={'contract', 'reassoc', 'nsz', 'arcp'}"
 
 
-# exp and tanh are most of the per-pair cost (6 + 3 exponentials, 2 tanh per pair); libm's take
-# 7 and 18 ns. Inlined here they overlap with each other and the arithmetic around them.
+def _exp_squarings(bound: float) -> int:
+    """Halvings that bring arguments up to ``bound`` into |z| <= 0.4 for the Taylor series."""
+    return max(0, math.ceil(math.log2(max(bound, 1e-300) / 0.4)))
+
+
 def _helpers(shape: KernelShape) -> str:
-    taylor = "".join(f"    p = p * r + {1 / math.factorial(n)!r}\n" for n in range(shape.exp_degree - 1, -1, -1))
-    return f'''
-# 2^-k, k = 0..1023
-_POW2 = np.ldexp(1.0, -np.arange(1024))
-
-
-@njit(inline="always")
-def _exp_neg(x):
-    """exp(x) for x <= 0: x = k ln2 + r, |r| <= ln2/2, Taylor series to r^{shape.exp_degree}."""
-    x = max(x, -700.0)
-    k = math.floor(x * 1.4426950408889634 + 0.5)
-    r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
-    p = {1 / math.factorial(shape.exp_degree)!r}
-{taylor}    return p * _POW2[int(-k)]
-
-
-@njit(inline="always")
-def _tanh_unit(y):
-    """tanh(y) for 0 <= y <= 1 (1 − r/r_c inside a cutoff), absolute error as _exp_neg's."""
-    e = _exp_neg(-2.0 * y)
-    return (1.0 - e) / (1.0 + e)
-'''
+    """exp(−y) for 0 <= y <= bound as (Taylor series of exp(−y/2^s))^(2^s): no table, no branch,
+    so loops that call it vectorise. Relative error ~1e-15 (degree 13) or ~4e-8 (degree 8, float32)."""
+    degree = 13 if shape.double else 8
+    functions = []
+    for name, bound in (("_exp_radial", max(shape.radial_eta_scale)), ("_exp_angular", shape.angular_exponent_max),
+                        ("_exp_cutoff", 2.0)):
+        s = _exp_squarings(bound)
+        lines = ["", "", f'@njit(inline="always", {_OPTIONS})', f"def {name}(y):",
+                 f'    """exp(−y) for 0 <= y <= {bound!r}."""', f"    z = y * {-1.0 / 2 ** s!r}",
+                 f"    p = {1 / math.factorial(degree)!r}"]
+        lines += [f"    p = p * z + {1 / math.factorial(n)!r}" for n in range(degree - 1, -1, -1)]
+        lines += ["    p = p * p"] * s + ["    return p"]
+        functions.append("\n".join(lines))
+    return "\n".join(functions) + "\n"
 
 
 def _indent(lines: list[str], depth: int) -> list[str]:
     return ["    " * depth + line for line in lines]
 
 
-def _features(shape: KernelShape, name: str) -> list[str]:
-    e_count, n_m, n_eta, width = shape.n_elements, len(shape.radial_eta_scale), len(shape.angular_etas), shape.angular_width
-    radial = _cutoff("rc") + ["inv_rc2 = 1.0 / (rc * rc)"]
+# x = min(r/r_c, 1): beyond the cutoff t = tanh(0) = 0, so f_c and its slope vanish without a branch
+_CUTOFF = ["x = min(rr / rc, 1.0)", "e = _exp_cutoff(2.0 - 2.0 * x)", "t = (1.0 - e) / (1.0 + e)", "t2 = t * t",
+           "fc = t2 * t", "dfc = -3.0 * t2 * (1.0 - t2) / rc"]
+
+
+def _radial_pass(shape: KernelShape) -> list[str]:
+    """G2 terms of pairs lo:hi summed per neighbour element (sum{t}_{m}; a masked sum, so the loop
+    stays branch-free), and their r-slopes into rdg."""
+    n_m = len(shape.radial_eta_scale)
+    lines = [f"sum{t}_{m} = 0.0" for t in range(shape.n_elements) for m in range(n_m)]
+    lines += ["for p in range(lo, hi):", "    rr = r[p]", "    rc = pair_rc[p]", "    tj = pair_element[p]",
+              *_indent(_CUTOFF, 1), "    xx = x * x", "    slope = 2.0 * rr / (rc * rc)"]
+    lines += [f"    w{t} = fc if tj == {t} else 0.0" for t in range(shape.n_elements)]
     for m, scale in enumerate(shape.radial_eta_scale):
-        radial += [f"eta = {scale!r} * inv_rc2", "g = _exp_neg(-eta * rr * rr)",
-                   f"out[row, tj * {n_m} + {m}] += g * fc", f"rdg[p, {m}] = g * (dfc - 2.0 * eta * rr * fc)"]
-    no_radial = [f"rdg[p, {m}] = 0.0" for m in range(n_m)]
-    angular = _cutoff("rca")
+        lines += [f"    g = _exp_radial({scale!r} * xx)", f"    rdg[{m}, p] = g * (dfc - {scale!r} * slope * fc)"]
+        lines += [f"    sum{t}_{m} += g * w{t}" for t in range(shape.n_elements)]
+    return lines
+
+
+def _angular_pass(shape: KernelShape) -> list[str]:
+    """Q_e and dQ_e/dr of angular slots lo:hi."""
+    lines = ["for k in range(lo, hi):", "    rr = ang_r[k]", "    rc = ang_rc[k]", *_indent(_CUTOFF, 1),
+             "    rr2 = rr * rr"]
     for e, eta in enumerate(shape.angular_etas):
-        angular += [f"g = _exp_neg(-{eta!r} * rr * rr)", f"aq[p, {e}] = g * fc",
-                    f"adq[p, {e}] = g * (dfc - 2.0 * {eta!r} * rr * fc)"]
-    triplet = ["b = ang_list[bi]", "cos = uax * unit[b, 0] + uay * unit[b, 1] + uaz * unit[b, 2]"]
+        lines += [f"    g = _exp_angular({eta!r} * rr2)", f"    aq[{e}, k] = g * fc",
+                  f"    adq[{e}, k] = g * (dfc - {2.0 * eta!r} * rr * fc)"]
+    return lines
+
+
+def _features(shape: KernelShape, name: str) -> list[str]:
+    e_count, n_m, n_eta, n_lz = shape.n_elements, len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz
+    width = shape.angular_width
+    triplet = ["cos = uax * ang_unit[0, bi] + uay * ang_unit[1, bi] + uaz * ang_unit[2, bi]"]
     triplet += _powers(shape, slopes=False)
     for e in range(n_eta):
-        triplet.append(f"w = qa{e} * aq[b, {e}]")
-        triplet += [f"acc{e * shape.n_lz + k} += w * P{k}" for k in range(shape.n_lz)]
+        triplet.append(f"w = aq[{e}, bi]")
+        triplet += [f"acc{e * n_lz + k} += w * P{k}" for k in range(n_lz)]
     lines = [
         f"def {name}(positions, cells, pj, shift, psys, species, segment, row_of_atom, radial_rc, angular_rc,",
-        "        pair_type, unit, r, rdg, aq, adq, ang_scratch, ang_list, ang_bounds, out):",
+        "        pair_type, unit, r, pair_rc, pair_element, rdg, ang_scratch, ang_list, ang_bounds, ang_unit, ang_r, ang_rc,",
+        "        aq, adq, out):",
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
         "        s1 = segment[c + 1]",
         "        n_ang = s0",
         "        row = row_of_atom[c]",
         "        tc = species[c]",
-        "        for p in range(s0, s1):",
+        "        # 1. pair vectors and cutoffs; angular pairs noted (without a branch: n_ang <= p)",
+        "        for p in range(np.uint64(s0), np.uint64(s1)):",
         "            j = pj[p]",
         "            s = psys[p]",
     ]
@@ -144,33 +176,40 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "            unit[p, 1] = v1 * inv",
         "            unit[p, 2] = v2 * inv",
         "            tj = species[j]",
-        "            rc = radial_rc[tc, tj]",
-        "            if rr < rc:",
-        *_indent(radial, 4),
-        "            else:",
-        *_indent(no_radial, 4),
-        "            rca = angular_rc[tc, tj]",
-        "            if rr < rca:",
-        *_indent(angular, 4),
-        "                ang_scratch[n_ang] = p",
-        "                n_ang += 1",
-        "        # angular pairs grouped by neighbour element: a run of partners of one element",
-        "        # shares its feature row, so the sums stay in registers over the run",
+        "            pair_rc[p] = radial_rc[tc, tj]",
+        "            pair_element[p] = tj",
+        "            ang_scratch[n_ang] = p",
+        "            n_ang += rr < angular_rc[tc, tj]",
+        "        # 2. radial terms of every pair of c (SIMD)",
+        "        lo = np.uint64(s0)",
+        "        hi = np.uint64(s1)",
+        *_indent(_radial_pass(shape), 2),
+        *[f"        out[row, {t * n_m + m}] += sum{t}_{m}" for t in range(e_count) for m in range(n_m)],
+        "        # 3. angular pairs into slots s0:k grouped by neighbour element: a run of partners of",
+        "        # one element shares its feature row, so the sums stay in registers over the run",
         "        k = s0",
         f"        for t in range({e_count}):",
         "            ang_bounds[c, t] = k",
         "            for q in range(s0, n_ang):",
-        "                if species[pj[ang_scratch[q]]] == t:",
-        "                    ang_list[k] = ang_scratch[q]",
+        "                p = ang_scratch[q]",
+        "                if species[pj[p]] == t:",
+        "                    ang_list[k] = p",
+        "                    ang_unit[0, k] = unit[p, 0]",
+        "                    ang_unit[1, k] = unit[p, 1]",
+        "                    ang_unit[2, k] = unit[p, 2]",
+        "                    ang_r[k] = r[p]",
+        "                    ang_rc[k] = angular_rc[tc, t]",
         "                    k += 1",
         f"        ang_bounds[c, {e_count}] = k",
+        "        lo = np.uint64(s0)",
+        "        hi = np.uint64(k)",
+        *_indent(_angular_pass(shape), 2),
+        "        # 4. unordered triplets",
         "        for ai in range(s0, k):",
-        "            a = ang_list[ai]",
-        "            ta = species[pj[a]]",
-        "            uax = unit[a, 0]",
-        "            uay = unit[a, 1]",
-        "            uaz = unit[a, 2]",
-        *[f"            qa{e} = aq[a, {e}]" for e in range(n_eta)],
+        "            ta = species[pj[ang_list[ai]]]",
+        "            uax = ang_unit[0, ai]",
+        "            uay = ang_unit[1, ai]",
+        "            uaz = ang_unit[2, ai]",
         f"            for tb in range(ta, {e_count}):",
         "                lo = max(ai + 1, ang_bounds[c, tb])",
         "                hi = ang_bounds[c, tb + 1]",
@@ -180,7 +219,8 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "                for bi in range(lo, hi):",
         *_indent(triplet, 5),
         f"                base = {shape.n_radial} + pair_type[ta, tb] * {width}",
-        *[f"                out[row, base + {i}] += acc{i}" for i in range(width)],
+        *[f"                out[row, base + {e * n_lz + k}] += {shape.lz_scales[k]!r} * aq[{e}, ai] * acc{e * n_lz + k}"
+          for e in range(n_eta) for k in range(n_lz)],
         "",
     ]
     return lines
@@ -189,45 +229,47 @@ def _features(shape: KernelShape, name: str) -> list[str]:
 def _gradient(shape: KernelShape, name: str) -> list[str]:
     n_m, n_eta, n_lz, width = len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz, shape.angular_width
     models = range(shape.n_models)
-    radial = ["tj = species[pj[p]]", "if r[p] < radial_rc[tc, tj]:"]
+    slope_scales = [2.0 ** (1 - z) * z * float(lam) for lam in shape.lambdas for z in shape.zetas]
+    radial = ["tj = species[pj[p]]"]
     for m in models:
-        terms = " + ".join(f"grad[{m}, row, tj * {n_m} + {k}] * rdg[p, {k}]" for k in range(n_m))
-        radial += [f"    de = {terms}"] + [f"    pair_grad[p, {m}, {x}] += de * unit[p, {x}]" for x in range(3)]
-    triplet = ["b = ang_list[bi]", "ubx = unit[b, 0]", "uby = unit[b, 1]", "ubz = unit[b, 2]",
-               "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = 1.0 / r[b]"]
+        terms = " + ".join(f"grad[{m}, row, tj * {n_m} + {k}] * rdg[{k}, p]" for k in range(n_m))
+        radial += [f"de = {terms}"] + [f"pair_grad[p, {m}, {x}] += de * unit[p, {x}]" for x in range(3)]
+    triplet = ["b = ang_list[bi]", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
+               "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = 1.0 / ang_r[bi]"]
     triplet += _powers(shape, slopes=True)
     triplet += [f"da{x} = (ub{x} - cos * ua{x}) * inv_ra" for x in "xyz"]
     triplet += [f"db{x} = (ua{x} - cos * ub{x}) * inv_rb" for x in "xyz"]
     for e in range(n_eta):
-        triplet += [f"qb{e} = aq[b, {e}]", f"dqb{e} = adq[b, {e}]", f"qq{e} = qa{e} * qb{e}"]
+        triplet += [f"qb{e} = aq[{e}, bi]", f"dqb{e} = adq[{e}, bi]", f"qq{e} = qa{e} * qb{e}"]
     for m in models:
         for e in range(n_eta):
             triplet.append(f"v{e} = " + " + ".join(f"g{m}_{e * n_lz + k} * P{k}" for k in range(n_lz)))
-            triplet.append(f"s{e} = " + " + ".join(f"g{m}_{e * n_lz + k} * S{k}" for k in range(n_lz)))
+            triplet.append(f"s{e} = " + " + ".join(f"h{m}_{e * n_lz + k} * S{k}" for k in range(n_lz)))
         triplet.append("dcos = " + " + ".join(f"s{e} * qq{e}" for e in range(n_eta)))
         triplet.append("dra = " + " + ".join(f"v{e} * qb{e} * dqa{e}" for e in range(n_eta)))
         triplet.append("drb = " + " + ".join(f"v{e} * qa{e} * dqb{e}" for e in range(n_eta)))
         for xi, x in enumerate("xyz"):
             triplet.append(f"fa{m}_{xi} += dra * ua{x} + dcos * da{x}")
             triplet.append(f"pair_grad[b, {m}, {xi}] += drb * ub{x} + dcos * db{x}")
-    load = [f"g{m}_{i} = grad[{m}, row, base + {i}]" for m in models for i in range(width)]
+    # the constants 2^{1−ζ} (and ζλ of the slope) go into the run's coefficients, not every triplet
+    load = [f"g{m}_{i} = {shape.lz_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
+    load += [f"h{m}_{i} = {slope_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
     lines = [
-        f"def {name}(pj, species, segment, row_of_atom, radial_rc, unit, r, rdg, aq, adq, ang_list, ang_bounds,",
+        f"def {name}(pj, species, segment, row_of_atom, unit, rdg, ang_list, ang_bounds, ang_unit, ang_r, aq, adq,",
         "        pair_type, grad, pair_grad):",
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
-        "        tc = species[c]",
         "        for p in range(segment[c], segment[c + 1]):",
         *_indent(radial, 3),
         f"        for ai in range(ang_bounds[c, 0], ang_bounds[c, {shape.n_elements}]):",
         "            a = ang_list[ai]",
         "            ta = species[pj[a]]",
-        "            uax = unit[a, 0]",
-        "            uay = unit[a, 1]",
-        "            uaz = unit[a, 2]",
-        "            inv_ra = 1.0 / r[a]",
-        *[f"            qa{e} = aq[a, {e}]" for e in range(n_eta)],
-        *[f"            dqa{e} = adq[a, {e}]" for e in range(n_eta)],
+        "            uax = ang_unit[0, ai]",
+        "            uay = ang_unit[1, ai]",
+        "            uaz = ang_unit[2, ai]",
+        "            inv_ra = 1.0 / ang_r[ai]",
+        *[f"            qa{e} = aq[{e}, ai]" for e in range(n_eta)],
+        *[f"            dqa{e} = adq[{e}, ai]" for e in range(n_eta)],
         *[f"            fa{m}_{x} = 0.0" for m in models for x in range(3)],
         f"            for tb in range(ta, {shape.n_elements}):",
         "                lo = max(ai + 1, ang_bounds[c, tb])",
@@ -252,8 +294,6 @@ def kernel_source(shape: KernelShape, kernel: str) -> str:
     are separate functions so each has its own entry in numba's on-disk cache."""
     lines = [f'"""Generated by tasks/nnp/kernel_source.py: {kernel} for {shape!r}; do not edit."""', "",
              "import math", "", "import numpy as np", "from numba import njit, prange", _helpers(shape), ""]
-    # no nnan/ninf: a blown-up MD step must still give NaN, not whatever the compiler assumed
-    fast = "fastmath={'contract', 'reassoc', 'nsz', 'arcp'}"
-    for build, options in ((("serial", f"cache=True, {fast}"), ("parallel", f"cache=True, parallel=True, {fast}"))):
-        lines += [f"@njit({options})", *KERNELS[kernel](shape, f"{kernel}_{build}"), ""]
+    for build, extra in (("serial", ""), ("parallel", "parallel=True, ")):
+        lines += [f"@njit(cache=True, {extra}{_OPTIONS})", *KERNELS[kernel](shape, f"{kernel}_{build}"), ""]
     return "\n".join(lines) + "\n"
