@@ -9,6 +9,7 @@ Training (gradients with respect to weights) and CUDA use the torch terms (descr
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -41,6 +42,36 @@ def _segment(pairs: Pairs, n_atoms: int) -> np.ndarray:
     return pairs.derived["segment"]
 
 
+class Workspace:
+    """Scratch arrays kept between calls: the per-pair arrays are tens of MB for a large batch, and
+    fresh ones cost page faults on every call (~2 ms of a 50 ms MD step). Arrays handed out by one
+    call are overwritten by the next, so a workspace belongs to one thread (``thread_workspace``)."""
+
+    def __init__(self):
+        self._flat: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size, dtype = int(np.prod(shape)), np.dtype(dtype)
+        flat = self._flat.get(name)
+        if flat is None or flat.dtype != dtype or flat.size < size:
+            # headroom: the pair count changes a little with every neighbour-list rebuild
+            flat = self._flat[name] = np.empty(size + size // 8 + 64, dtype)
+        return flat[:size].reshape(shape)
+
+
+_THREAD = threading.local()
+
+
+def thread_workspace() -> Workspace:
+    if not hasattr(_THREAD, "workspace"):
+        _THREAD.workspace = Workspace()
+    return _THREAD.workspace
+
+
+def _fresh(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class KernelFeatures:
     """Features with rows grouped by element (row_of_atom[i] is atom i's row), and the per-pair
@@ -53,6 +84,7 @@ class KernelFeatures:
     counts: list[int]  # atoms per element, in row order
     features: torch.Tensor  # (N, F)
     per_pair: dict[str, np.ndarray]
+    workspace: Workspace | None
 
     def in_atom_order(self) -> torch.Tensor:
         return self.features[torch.as_tensor(self.row_of_atom)]
@@ -60,20 +92,19 @@ class KernelFeatures:
     def pair_gradient(self, grad: torch.Tensor) -> np.ndarray:
         """dE/dG (M, N, F), rows as the features → dE/dv (P, M, 3)."""
         d, p = self.descriptor, self.per_pair
-        out = np.zeros((len(p["r"]), grad.shape[0], 3), dtype=p["r"].dtype)
+        allocate = self.workspace.array if self.workspace is not None else _fresh
+        out = allocate("pair_grad", (len(p["r"]), grad.shape[0], 3), p["r"].dtype)
+        out.fill(0)
         run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
                    _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rdg"], p["ang_list"],
-                   p["ang_bounds"], p["ang_unit"], p["ang_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
+                   p["ang_bounds"], p["ang_unit"], p["ang_inv_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
                    as_numpy(grad), out)
         return out
 
 
-_FEATURE_BUFFERS = ("unit", "r", "pair_rc", "pair_element", "rdg", "ang_scratch", "ang_list", "ang_bounds", "ang_unit", "ang_r",
-                    "ang_rc", "aq", "adq")
-
-
-def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch,
-                    pairs: Pairs) -> KernelFeatures:
+def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch, pairs: Pairs,
+                    workspace: Workspace | None = None) -> KernelFeatures:
+    """Features and per-pair factors; in ``workspace``'s arrays if given (valid until its next use)."""
     s = descriptor.settings
     n_atoms, n_pairs, dtype = len(species), len(pairs.i), batch.dtype
     species_np = as_numpy(species)
@@ -82,28 +113,33 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     row_of_atom[order] = np.arange(n_atoms)
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     n_m, n_eta = len(s.radial_m), len(s.angular_m)
-    # angular slots are only as many as angular pairs, but a centre's slots start at its first pair
-    per_pair = {
-        "unit": np.empty((n_pairs, 3), np_dtype), "r": np.empty(n_pairs, np_dtype), "pair_rc": np.empty(n_pairs, np_dtype),
-        "pair_element": np.empty(n_pairs, np.int64), "rdg": np.empty((n_m, n_pairs), np_dtype),
-        "ang_scratch": np.empty(n_pairs, np.int64), "ang_list": np.empty(n_pairs, np.int64),
-        "ang_bounds": np.empty((n_atoms, s.n_elements + 1), np.int64), "ang_unit": np.empty((3, n_pairs), np_dtype),
-        "ang_r": np.empty(n_pairs, np_dtype), "ang_rc": np.empty(n_pairs, np_dtype),
-        "aq": np.empty((n_eta, n_pairs), np_dtype), "adq": np.empty((n_eta, n_pairs), np_dtype)}
-    features = torch.zeros((n_atoms, s.n_features), dtype=dtype)
+    allocate = workspace.array if workspace is not None else _fresh
+    # in the features kernel's argument order. Angular slots are as many as the angular pairs, but
+    # a centre's slots start at its first pair, so they are sized by pairs.
+    shapes = {"unit": ((n_pairs, 3), np_dtype), "r": ((n_pairs,), np_dtype), "pair_rc": ((n_pairs,), np_dtype),
+              "pair_element": ((n_pairs,), np.int64), "rdg": ((n_m, n_pairs), np_dtype),
+              "ang_scratch": ((n_pairs,), np.int64), "ang_list": ((n_pairs,), np.int64),
+              "ang_bounds": ((n_atoms, s.n_elements + 1), np.int64), "ang_unit": ((3, n_pairs), np_dtype),
+              "ang_r": ((n_pairs,), np_dtype), "ang_rc": ((n_pairs,), np_dtype), "ang_inv_r": ((n_pairs,), np_dtype),
+              "aq": ((n_eta, n_pairs), np_dtype), "adq": ((n_eta, n_pairs), np_dtype)}
+    per_pair = {name: allocate(name, shape, dtype) for name, (shape, dtype) in shapes.items()}
+    feature_array = allocate("features", (n_atoms, s.n_features), np_dtype)
+    feature_array.fill(0)
+    features = torch.from_numpy(feature_array)
     run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
                as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
                row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
-               as_numpy(descriptor.pair_index), *(per_pair[k] for k in _FEATURE_BUFFERS), features.numpy())
+               as_numpy(descriptor.pair_index), *per_pair.values(), feature_array)
     counts = np.bincount(species_np, minlength=s.n_elements).tolist()
-    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, features, per_pair)
+    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, features, per_pair, workspace)
 
 
 def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
                 batch: AtomsBatch, pairs: Pairs, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
     """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks)."""
     with torch.no_grad():
-        evaluated = kernel_features(descriptor, species, batch, pairs)
+        # nothing from the workspace leaves this function: the outputs below are fresh arrays
+        evaluated = kernel_features(descriptor, species, batch, pairs, thread_workspace())
         blocks = torch.split(evaluated.features, evaluated.counts)
         stacks = stacked_networks(networks)
         want_gradient = forces or stress

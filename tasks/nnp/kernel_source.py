@@ -19,7 +19,7 @@ Layouts (all arrays are per batch, pairs sorted by centre atom, ``segment`` thei
     rdg (n_m, P) dG2/dr;
   angular slots: the angular pairs of centre c are slots ang_bounds[c, 0]:ang_bounds[c, E], grouped
     by neighbour element (ang_bounds (N, E + 1)); slot k holds pair ang_list[k], its ang_unit (3, P),
-    ang_r, ang_rc, and aq / adq (n_η, P): Q_e = exp(−η_e r²) f_c(r) and dQ_e/dr;
+    ang_r, ang_inv_r, ang_rc, and aq / adq (n_η, P): Q_e = exp(−η_e r²) f_c(r) and dQ_e/dr;
   grad (M, N, F) dE/dG of M models; pair_grad (P, M, 3) dE/dv.
 """
 
@@ -135,7 +135,7 @@ def _radial_pass(shape: KernelShape) -> list[str]:
 def _angular_pass(shape: KernelShape) -> list[str]:
     """Q_e and dQ_e/dr of angular slots lo:hi."""
     lines = ["for k in range(lo, hi):", "    rr = ang_r[k]", "    rc = ang_rc[k]", *_indent(_CUTOFF, 1),
-             "    rr2 = rr * rr"]
+             "    rr2 = rr * rr", "    ang_inv_r[k] = 1.0 / rr"]
     for e, eta in enumerate(shape.angular_etas):
         lines += [f"    g = _exp_angular({eta!r} * rr2)", f"    aq[{e}, k] = g * fc",
                   f"    adq[{e}, k] = g * (dfc - {2.0 * eta!r} * rr * fc)"]
@@ -153,7 +153,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
     lines = [
         f"def {name}(positions, cells, pj, shift, psys, species, segment, row_of_atom, radial_rc, angular_rc,",
         "        pair_type, unit, r, pair_rc, pair_element, rdg, ang_scratch, ang_list, ang_bounds, ang_unit, ang_r, ang_rc,",
-        "        aq, adq, out):",
+        "        ang_inv_r, aq, adq, out):",
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
         "        s1 = segment[c + 1]",
@@ -227,36 +227,46 @@ def _features(shape: KernelShape, name: str) -> list[str]:
 
 
 def _gradient(shape: KernelShape, name: str) -> list[str]:
+    """dE/dv per pair. For a triplet (a, b) with dE/dr_a, dE/dr_b, dE/dcos, the vector derivative
+    dE/dv_a = dE/dr_a u_a + dE/dcos (u_b − cos u_a)/r_a is kept as sums over b of scalars
+    (alpha, gamma) and of dE/dcos u_b (beta), combined once per a."""
     n_m, n_eta, n_lz, width = len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz, shape.angular_width
     models = range(shape.n_models)
     slope_scales = [2.0 ** (1 - z) * z * float(lam) for lam in shape.lambdas for z in shape.zetas]
+    linear = [k for k in range(n_lz) if shape.zetas[k % len(shape.zetas)] == 1]  # slope is a constant
     radial = ["tj = species[pj[p]]"]
     for m in models:
         terms = " + ".join(f"grad[{m}, row, tj * {n_m} + {k}] * rdg[{k}, p]" for k in range(n_m))
         radial += [f"de = {terms}"] + [f"pair_grad[p, {m}, {x}] += de * unit[p, {x}]" for x in range(3)]
     triplet = ["b = ang_list[bi]", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
-               "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = 1.0 / ang_r[bi]"]
+               "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = ang_inv_r[bi]"]
     triplet += _powers(shape, slopes=True)
-    triplet += [f"da{x} = (ub{x} - cos * ua{x}) * inv_ra" for x in "xyz"]
-    triplet += [f"db{x} = (ua{x} - cos * ub{x}) * inv_rb" for x in "xyz"]
     for e in range(n_eta):
         triplet += [f"qb{e} = aq[{e}, bi]", f"dqb{e} = adq[{e}, bi]", f"qq{e} = qa{e} * qb{e}"]
     for m in models:
         for e in range(n_eta):
             triplet.append(f"v{e} = " + " + ".join(f"g{m}_{e * n_lz + k} * P{k}" for k in range(n_lz)))
-            triplet.append(f"s{e} = " + " + ".join(f"h{m}_{e * n_lz + k} * S{k}" for k in range(n_lz)))
+            triplet.append(f"s{e} = c{m}_{e} + " + " + ".join(f"h{m}_{e * n_lz + k} * S{k}" for k in range(n_lz)
+                                                            if k not in linear))
         triplet.append("dcos = " + " + ".join(f"s{e} * qq{e}" for e in range(n_eta)))
-        triplet.append("dra = " + " + ".join(f"v{e} * qb{e} * dqa{e}" for e in range(n_eta)))
+        triplet.append(f"alpha{m} += " + " + ".join(f"v{e} * qb{e} * dqa{e}" for e in range(n_eta)))
+        triplet.append(f"gamma{m} += dcos * cos")
+        triplet += [f"beta{m}_{x} += dcos * ub{x}" for x in "xyz"]
         triplet.append("drb = " + " + ".join(f"v{e} * qa{e} * dqb{e}" for e in range(n_eta)))
-        for xi, x in enumerate("xyz"):
-            triplet.append(f"fa{m}_{xi} += dra * ua{x} + dcos * da{x}")
-            triplet.append(f"pair_grad[b, {m}, {xi}] += drb * ub{x} + dcos * db{x}")
+        triplet += ["c1 = drb - dcos * cos * inv_rb", "c2 = dcos * inv_rb"]
+        triplet += [f"pair_grad[b, {m}, {xi}] += c1 * ub{x} + c2 * ua{x}" for xi, x in enumerate("xyz")]
     # the constants 2^{1−ζ} (and ζλ of the slope) go into the run's coefficients, not every triplet
     load = [f"g{m}_{i} = {shape.lz_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
     load += [f"h{m}_{i} = {slope_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
+    load += [f"c{m}_{e} = " + " + ".join(f"h{m}_{e * n_lz + k}" for k in linear) if linear else f"c{m}_{e} = 0.0"
+             for m in models for e in range(n_eta)]
+    combine = []
+    for m in models:
+        combine.append(f"alpha{m} -= gamma{m} * inv_ra")
+        combine += [f"pair_grad[a, {m}, {xi}] += alpha{m} * ua{x} + beta{m}_{x} * inv_ra" for xi, x in enumerate("xyz")]
     lines = [
-        f"def {name}(pj, species, segment, row_of_atom, unit, rdg, ang_list, ang_bounds, ang_unit, ang_r, aq, adq,",
-        "        pair_type, grad, pair_grad):",
+        f"def {name}(pj, species, segment, row_of_atom, unit, rdg, ang_list, ang_bounds, ang_unit, ang_inv_r, aq,",
+        "        adq, pair_type, grad, pair_grad):",
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
         "        for p in range(segment[c], segment[c + 1]):",
@@ -267,10 +277,11 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
         "            uax = ang_unit[0, ai]",
         "            uay = ang_unit[1, ai]",
         "            uaz = ang_unit[2, ai]",
-        "            inv_ra = 1.0 / ang_r[ai]",
+        "            inv_ra = ang_inv_r[ai]",
         *[f"            qa{e} = aq[{e}, ai]" for e in range(n_eta)],
         *[f"            dqa{e} = adq[{e}, ai]" for e in range(n_eta)],
-        *[f"            fa{m}_{x} = 0.0" for m in models for x in range(3)],
+        *[f"            {v} = 0.0" for m in models for v in (f"alpha{m}", f"gamma{m}", f"beta{m}_x", f"beta{m}_y",
+                                                                   f"beta{m}_z")],
         f"            for tb in range(ta, {shape.n_elements}):",
         "                lo = max(ai + 1, ang_bounds[c, tb])",
         "                hi = ang_bounds[c, tb + 1]",
@@ -280,7 +291,7 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
         *_indent(load, 4),
         "                for bi in range(lo, hi):",
         *_indent(triplet, 5),
-        *[f"            pair_grad[a, {m}, {x}] += fa{m}_{x}" for m in models for x in range(3)],
+        *_indent(combine, 3),
         "",
     ]
     return lines
