@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -119,6 +120,36 @@ def test_compiled_kernels_equal_autograd_for_several_models(dtype):
                                 forces=False, stress=False)
     assert set(energies_only) == {"energy"}
     torch.testing.assert_close(energies_only["energy"], ours["energy"], rtol=0, atol=0)
+
+
+def test_reused_workspace_gives_the_results_of_fresh_arrays_across_batches_and_threads():
+    """cpu_outputs keeps its per-pair arrays between calls (one workspace per thread). A large batch,
+    a small one, then the large one again must each give what fresh arrays give, and two threads
+    evaluating different batches at once must not see each other's arrays."""
+    members = _members(torch.float64)
+    networks = [m.atomic for m in members]
+    large = AtomsBatch.from_atoms(mos2_and_crs(0.1, (3, 2, 1)), dtype=torch.float64)
+    small = AtomsBatch.from_atoms([Atoms("MoS", positions=[[0, 0, 0], [2.3, 0, 0]])], dtype=torch.float64)
+
+    def evaluate(batch):
+        pairs = batch.pairs(members[0].cutoff_A + 0.5)
+        return cpu_outputs(members[0].descriptor, networks, members[0].species(batch.numbers), batch, pairs,
+                           forces=True, stress=False)
+
+    def fresh(batch):  # a new thread has a new, empty workspace
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(evaluate, batch).result()
+
+    expected = {"large": fresh(large), "small": fresh(small)}
+    sequence = [("large", evaluate(large)), ("small", evaluate(small)), ("large", evaluate(large))]
+    with ThreadPoolExecutor(2) as pool:
+        sequence += [(name, future.result()) for name, future in
+                     [(name, pool.submit(evaluate, batch)) for _ in range(4) for name, batch in
+                      (("large", large), ("small", small))]]
+    for name, got in sequence:
+        for key in ("energy", "forces"):
+            torch.testing.assert_close(got[key], expected[name][key], rtol=0, atol=0)
+    assert expected["large"]["forces"].shape[1] > 10 * expected["small"]["forces"].shape[1]
 
 
 def test_kernels_are_written_to_the_cache_folder_and_a_read_only_one_is_survived(tmp_path):

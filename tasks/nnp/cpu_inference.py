@@ -9,6 +9,7 @@ Training (gradients with respect to weights) and CUDA use the torch terms (descr
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -51,7 +52,7 @@ class Workspace:
         self._flat: dict[str, np.ndarray] = {}
 
     def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        size, dtype = int(np.prod(shape)), np.dtype(dtype)
+        size, dtype = math.prod(shape), np.dtype(dtype)
         flat = self._flat.get(name)
         if flat is None or flat.dtype != dtype or flat.size < size:
             # headroom: the pair count changes a little with every neighbour-list rebuild
