@@ -52,7 +52,7 @@ class RadialTerms:
 
 
 @dataclass(frozen=True, eq=False)
-class TorchAngularTerms:
+class AngularTerms:
     """G4 factors per angular pair and per triplet as torch arrays: any device, and
     differentiable in dE/dG (training)."""
 
@@ -102,7 +102,7 @@ class DescriptorTerms:
 
     n_atoms: int
     radial: RadialTerms
-    angular: TorchAngularTerms
+    angular: AngularTerms
     n_radial_channels: int  # n_elements
     n_angular_channels: int  # n_pair_types
 

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from tasks.nnp.descriptor_terms import (DescriptorTerms, RadialTerms, TorchAngularTerms, angular_powers,
-                                        cutoff_and_slope)
+from tasks.nnp.descriptor_terms import AngularTerms, DescriptorTerms, RadialTerms, angular_powers, cutoff_and_slope
 from tasks.nnp.scatter import RowSum
 from tasks.nnp.graph import Pairs, triplets
 
@@ -131,25 +130,33 @@ class SymmetryFunctions(torch.nn.Module):
         cutoffs are dropped at every call: a pair list carries a skin, and keeping its extra pairs
         would multiply the triplets (2.5x for Cr(1-x)S at 4.0 + 0.5 Å), which costs far more than
         finding them again."""
-        s = self.settings
-        dtype = vectors.dtype
-        n_atoms = len(species)
         r_all = torch.linalg.norm(vectors, dim=1)
         si, sj = species[pairs.i], species[pairs.j]
+        n = len(species)
+        return DescriptorTerms(n_atoms=n, radial=self._radial_terms(vectors, r_all, si, sj, pairs, n),
+                               angular=self._angular_terms(vectors, r_all, si, sj, pairs, n),
+                               n_radial_channels=self.settings.n_elements,
+                               n_angular_channels=len(self.settings.element_pairs))
 
+    def _radial_terms(self, vectors: torch.Tensor, r_all: torch.Tensor, si: torch.Tensor, sj: torch.Tensor,
+                      pairs: Pairs, n_atoms: int) -> RadialTerms:
+        dtype, n_elements = vectors.dtype, self.settings.n_elements
         radial = torch.nonzero(r_all < self.radial_rc.to(dtype)[si, sj]).squeeze(1)
         r = r_all[radial]
         rc = self.radial_rc.to(dtype)[si[radial], sj[radial]]
         eta = (5.0 ** (self.radial_m.to(dtype)[None, :] / 5.0) / rc[:, None]) ** 2  # per pair cutoff
         gauss = torch.exp(-eta * (r * r)[:, None])
         fc, dfc = cutoff_and_slope(r, rc)
-        channel = pairs.i[radial] * s.n_elements + sj[radial]
-        radial_terms = RadialTerms(
+        channel = pairs.i[radial] * n_elements + sj[radial]
+        return RadialTerms(
             unit=vectors[radial] / r[:, None], g=gauss * fc[:, None],
             dg=gauss * (dfc[:, None] - 2.0 * eta * (r * fc)[:, None]), channel=channel,
-            to_channels=RowSum(channel, n_atoms * s.n_elements, len(radial)),
+            to_channels=RowSum(channel, n_atoms * n_elements, len(radial)),
             to_pairs=RowSum(radial, len(r_all), len(radial)))
 
+    def _angular_terms(self, vectors: torch.Tensor, r_all: torch.Tensor, si: torch.Tensor, sj: torch.Tensor,
+                       pairs: Pairs, n_atoms: int) -> AngularTerms:
+        dtype, n_types = vectors.dtype, len(self.settings.element_pairs)
         angular = torch.nonzero(r_all < self.angular_rc.to(dtype)[si, sj]).squeeze(1)
         ra = r_all[angular]
         fc, dfc = cutoff_and_slope(ra, self.angular_rc.to(dtype)[si[angular], sj[angular]])
@@ -158,19 +165,9 @@ class SymmetryFunctions(torch.nn.Module):
         q = gauss * fc[:, None]
         dq = gauss * (dfc[:, None] - 2.0 * eta * (ra * fc)[:, None])
         unit = vectors[angular] / ra[:, None]
-        to_pairs = RowSum(angular, len(r_all), len(angular))
-        n_channels = n_atoms * len(s.element_pairs)
-        angular_terms = self._torch_angular_terms(pairs, angular, sj[angular], ra, unit, q, dq, n_channels, to_pairs)
-        return DescriptorTerms(n_atoms=n_atoms, radial=radial_terms, angular=angular_terms,
-                               n_radial_channels=s.n_elements, n_angular_channels=len(s.element_pairs))
-
-    def _torch_angular_terms(self, pairs: Pairs, angular: torch.Tensor, neighbour_type: torch.Tensor,
-                             ra: torch.Tensor, unit: torch.Tensor, q: torch.Tensor, dq: torch.Tensor,
-                             n_channels: int, to_pairs: RowSum) -> TorchAngularTerms:
-        dtype = ra.dtype
         a, b = (torch.as_tensor(x, device=ra.device) for x in triplets(pairs.i[angular].cpu().numpy()))
-        channel = pairs.i[angular][a] * len(self.settings.element_pairs) + self.pair_index[neighbour_type[a],
-                                                                                            neighbour_type[b]]
+        neighbour_type = sj[angular]
+        channel = pairs.i[angular][a] * n_types + self.pair_index[neighbour_type[a], neighbour_type[b]]
         ua, ub = unit.index_select(0, a), unit.index_select(0, b)
         cos = (ua * ub).sum(dim=1)
         power, dpower = angular_powers(cos, self.lambdas.to(dtype), self.zetas.to(dtype))
@@ -180,9 +177,9 @@ class SymmetryFunctions(torch.nn.Module):
         power, dpower = power.repeat(1, n_eta), dpower.repeat(1, n_eta)
         n_ang, n_tri = len(angular), len(a)
         # built for one evaluation: index_add, not sparse matrices (scatter.RowSum)
-        return TorchAngularTerms(
+        return AngularTerms(
             a=a, b=b, channel=channel, unit=unit, dq=dq, qa=qa, qb=qb, power=power, g4=w * power,
             dg4_dcos=w * dpower, dcos_da=(ub - cos[:, None] * ua) / ra.index_select(0, a)[:, None],
             dcos_db=(ua - cos[:, None] * ub) / ra.index_select(0, b)[:, None],
-            to_channels=RowSum(channel, n_channels, n_tri), into_a=RowSum(a, n_ang, n_tri),
-            into_b=RowSum(b, n_ang, n_tri), to_pairs=to_pairs)
+            to_channels=RowSum(channel, n_atoms * n_types, n_tri), into_a=RowSum(a, n_ang, n_tri),
+            into_b=RowSum(b, n_ang, n_tri), to_pairs=RowSum(angular, len(r_all), n_ang))
