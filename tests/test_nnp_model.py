@@ -7,7 +7,7 @@ from ase.calculators.fd import calculate_numerical_stress
 
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.calculator import NNPCalculator
-from tasks.nnp.committee import Committee
+from tasks.nnp.committee import Committee, force_statistics, torch_force_statistics
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings, file_hash
 from tests.conftest import mos2_and_crs
@@ -129,6 +129,21 @@ def test_committee_force_deviation_is_dpgen_definition():
     expected = torch.stack([spread[:n0].max(), spread[n0:].max()])
     torch.testing.assert_close(out["force_deviation"], expected)
     assert torch.all(out["force_deviation"] > 0)
+
+
+def test_compiled_force_statistics_equal_the_torch_ones_and_keep_nan():
+    """The CPU pass behind committee results against the torch operations CUDA uses: mean forces
+    and per-frame deviation, on three frames, one of them blown up (a NaN force must show as NaN)."""
+    generator = torch.Generator().manual_seed(0)
+    forces = torch.randn((4, 30, 3), generator=generator, dtype=torch.float64)
+    system = torch.repeat_interleave(torch.arange(3), torch.tensor([5, 15, 10]))
+    mean, deviation = force_statistics(forces, system, 3)
+    torch_mean, torch_deviation = torch_force_statistics(forces, system, 3)
+    torch.testing.assert_close(mean, torch_mean, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(deviation, torch_deviation, rtol=1e-14, atol=1e-14)
+    forces[2, 7, 1] = float("nan")  # an atom of the second frame
+    for deviation in (force_statistics(forces, system, 3)[1], torch_force_statistics(forces, system, 3)[1]):
+        assert torch.isnan(deviation[1]) and not torch.isnan(deviation[0]) and not torch.isnan(deviation[2])
 
 
 def test_unknown_element_is_a_clear_error():

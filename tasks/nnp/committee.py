@@ -12,15 +12,32 @@ from typing import Sequence
 import torch
 
 from tasks.nnp.batch import AtomsBatch, per_system_max
+from tasks.nnp.cpu_kernels import as_numpy, committee_force_statistics
 from tasks.nnp.derivatives import potential_outputs
 from tasks.nnp.graph import Pairs
 from tasks.nnp.model import BehlerParrinello, shared_descriptor_outputs
 
 
-def force_deviation_per_frame(member_forces: torch.Tensor, system: torch.Tensor, n_systems: int) -> torch.Tensor:
-    """member_forces (M, N, 3) → (B,): max_i sqrt(mean_m ‖F_mi − ⟨F_i⟩‖²)."""
-    spread = (member_forces - member_forces.mean(dim=0, keepdim=True)).pow(2).sum(dim=-1).mean(dim=0).sqrt()
-    return per_system_max(spread, system, n_systems)
+def force_statistics(member_forces: torch.Tensor, system: torch.Tensor,
+                     n_systems: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """member_forces (M, N, 3) → mean forces (N, 3) and the force deviation per frame (B,),
+    max_i sqrt(mean_m ‖F_mi − ⟨F_i⟩‖²). On a CPU one compiled pass: the dozen torch reductions
+    cost 70 µs, 3% of a committee's evaluation of 300 atoms, at every MD step."""
+    if member_forces.device.type == "cpu":
+        mean_forces = torch.empty(member_forces.shape[1:], dtype=member_forces.dtype)
+        deviation = torch.zeros(n_systems, dtype=member_forces.dtype)
+        committee_force_statistics(as_numpy(member_forces), as_numpy(system), mean_forces.numpy(), deviation.numpy())
+        return mean_forces, deviation
+    return torch_force_statistics(member_forces, system, n_systems)
+
+
+def torch_force_statistics(member_forces: torch.Tensor, system: torch.Tensor,
+                           n_systems: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """force_statistics in torch operations (CUDA)."""
+    mean_forces = member_forces.mean(dim=0)
+    deviation = member_forces - mean_forces
+    spread = (deviation * deviation).sum(dim=0).sum(dim=-1).div_(member_forces.shape[0]).sqrt_()
+    return mean_forces, per_system_max(spread, system, n_systems)
 
 
 class Committee(torch.nn.Module):
@@ -72,12 +89,14 @@ def committee_results(out: dict[str, torch.Tensor], batch: AtomsBatch, stress: b
     """Mean energy/forces/stress and the deviations, from the members' outputs (M, ...)."""
     energies, forces = out["energy"].detach(), out["forces"].detach()
     n_atoms = torch.as_tensor(batch.n_atoms, dtype=energies.dtype, device=energies.device)
+    energy_variance, energy = torch.var_mean(energies, dim=0, correction=0)
+    mean_forces, force_deviation = force_statistics(forces, batch.system, batch.n_systems)
     result = {
-        "energy": energies.mean(dim=0),
-        "forces": forces.mean(dim=0),
+        "energy": energy,
+        "forces": mean_forces,
         "member_energies": energies,
-        "energy_deviation_per_atom": energies.std(dim=0, unbiased=False) / n_atoms,
-        "force_deviation": force_deviation_per_frame(forces, batch.system, batch.n_systems),
+        "energy_deviation_per_atom": energy_variance.sqrt_() / n_atoms,
+        "force_deviation": force_deviation,
     }
     if stress:
         result["stress"] = out["stress"].detach().mean(dim=0)

@@ -21,6 +21,7 @@ from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.cpu_kernels import as_numpy, run_kernel, scatter_pair_gradient
 from tasks.nnp.derivatives import voigt_stress
 from tasks.nnp.descriptors import SymmetryFunctions, imbalzano_etas
+from tasks.nnp.feature_layout import FeatureLayout, feature_layout
 from tasks.nnp.graph import Pairs
 from tasks.nnp.kernel_source import KernelShape
 from tasks.nnp.stacked import stacked_networks
@@ -75,15 +76,16 @@ def _fresh(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class KernelFeatures:
-    """Features with rows grouped by element (row_of_atom[i] is atom i's row), and the per-pair
-    factors the gradient kernel reads."""
+    """Features with rows grouped by element (row_of_atom[i] is atom i's row) and the columns of
+    ``layout``, and the per-pair factors the gradient kernel reads."""
 
     descriptor: SymmetryFunctions
     pairs: Pairs
     species: np.ndarray
     row_of_atom: np.ndarray
     counts: list[int]  # atoms per element, in row order
-    features: torch.Tensor  # (N, F)
+    layout: FeatureLayout
+    features: torch.Tensor  # (N, layout.n_features)
     per_pair: dict[str, np.ndarray]
     workspace: Workspace | None
 
@@ -91,22 +93,24 @@ class KernelFeatures:
         return self.features[torch.as_tensor(self.row_of_atom)]
 
     def pair_gradient(self, grad: torch.Tensor) -> np.ndarray:
-        """dE/dG (M, N, F), rows as the features → dE/dv (P, M, 3)."""
+        """dE/dG (M, N, F), rows and columns as the features → dE/dv (P, 3, M)."""
         d, p = self.descriptor, self.per_pair
         allocate = self.workspace.array if self.workspace is not None else _fresh
-        out = allocate("pair_grad", (len(p["r"]), grad.shape[0], 3), p["r"].dtype)
+        out = allocate("pair_grad", (len(p["r"]), 3, grad.shape[0]), p["r"].dtype)
         out.fill(0)
         run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
                    _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rdg"], p["ang_list"],
                    p["ang_bounds"], p["ang_unit"], p["ang_inv_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
-                   as_numpy(grad), out)
+                   self.layout.radial_base, self.layout.angular_base, as_numpy(grad), out)
         return out
 
 
 def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch, pairs: Pairs,
-                    workspace: Workspace | None = None) -> KernelFeatures:
-    """Features and per-pair factors; in ``workspace``'s arrays if given (valid until its next use)."""
+                    workspace: Workspace | None = None, layout: FeatureLayout | None = None) -> KernelFeatures:
+    """Features (all columns unless ``layout`` says otherwise) and per-pair factors; in ``workspace``'s
+    arrays if given (valid until its next use)."""
     s = descriptor.settings
+    layout = layout if layout is not None else feature_layout(s)
     n_atoms, n_pairs, dtype = len(species), len(pairs.i), batch.dtype
     species_np = as_numpy(species)
     order = np.argsort(species_np, kind="stable")
@@ -124,15 +128,16 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
               "ang_r": ((n_pairs,), np_dtype), "ang_rc": ((n_pairs,), np_dtype), "ang_inv_r": ((n_pairs,), np_dtype),
               "aq": ((n_eta, n_pairs), np_dtype), "adq": ((n_eta, n_pairs), np_dtype)}
     per_pair = {name: allocate(name, shape, dtype) for name, (shape, dtype) in shapes.items()}
-    feature_array = allocate("features", (n_atoms, s.n_features), np_dtype)
+    feature_array = allocate("features", (n_atoms, layout.n_features), np_dtype)
     feature_array.fill(0)
     features = torch.from_numpy(feature_array)
     run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
                as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
                row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
-               as_numpy(descriptor.pair_index), *per_pair.values(), feature_array)
+               as_numpy(descriptor.pair_index), layout.radial_base, layout.angular_base, *per_pair.values(),
+               feature_array)
     counts = np.bincount(species_np, minlength=s.n_elements).tolist()
-    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, features, per_pair, workspace)
+    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, layout, features, per_pair, workspace)
 
 
 def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
@@ -140,9 +145,10 @@ def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Modul
     """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks)."""
     with torch.no_grad():
         # nothing from the workspace leaves this function: the outputs below are fresh arrays
-        evaluated = kernel_features(descriptor, species, batch, pairs, thread_workspace())
+        layout = feature_layout(descriptor.settings, as_numpy(species))
+        evaluated = kernel_features(descriptor, species, batch, pairs, thread_workspace(), layout)
         blocks = torch.split(evaluated.features, evaluated.counts)
-        stacks = stacked_networks(networks)
+        stacks = [stack.restricted(layout) for stack in stacked_networks(networks)]
         want_gradient = forces or stress
         energies, grads = [], []
         for stack, block in zip(stacks, blocks):

@@ -13,14 +13,16 @@ unsigned loop bounds (a signed index may be negative, and numba's wrap-around th
 vector addressing).
 
 Layouts (all arrays are per batch, pairs sorted by centre atom, ``segment`` their boundaries):
-  features (N, F): radial block (neighbour element × m), then angular (pair type × η × λ × ζ),
-    row ``row_of_atom[i]`` (atoms grouped by element, so each network reads one block);
+  features (N, F): radial blocks (neighbour element × m), then angular (pair type × η × λ × ζ),
+    row ``row_of_atom[i]`` (atoms grouped by element, so each network reads one block); a block's
+    first column is radial_base[element] or angular_base[pair type] (feature_layout.py: blocks of
+    elements absent from the batch are left out), and grad (dE/dG) has the same columns;
   per pair: unit (P, 3), r (P,), pair_rc (P,) radial cutoff, pair_element (P,) the neighbour's,
     rdg (n_m, P) dG2/dr;
   angular slots: the angular pairs of centre c are slots ang_bounds[c, 0]:ang_bounds[c, E], grouped
     by neighbour element (ang_bounds (N, E + 1)); slot k holds pair ang_list[k], its ang_unit (3, P),
     ang_r, ang_inv_r, ang_rc, and aq / adq (n_η, P): Q_e = exp(−η_e r²) f_c(r) and dQ_e/dr;
-  grad (M, N, F) dE/dG of M models; pair_grad (P, M, 3) dE/dv.
+  grad (M, N, F) dE/dG of M models; pair_grad (P, 3, M) dE/dv.
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         triplet += [f"acc{e * n_lz + k} += w * P{k}" for k in range(n_lz)]
     lines = [
         f"def {name}(positions, cells, pj, shift, psys, species, segment, row_of_atom, radial_rc, angular_rc,",
-        "        pair_type, unit, r, pair_rc, pair_element, rdg, ang_scratch, ang_list, ang_bounds, ang_unit, ang_r, ang_rc,",
+        "        pair_type, radial_base, angular_base, unit, r, pair_rc, pair_element, rdg, ang_scratch, ang_list,",
+        "        ang_bounds, ang_unit, ang_r, ang_rc,",
         "        ang_inv_r, aq, adq, out):",
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
@@ -184,7 +187,9 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "        lo = np.uint64(s0)",
         "        hi = np.uint64(s1)",
         *_indent(_radial_pass(shape), 2),
-        *[f"        out[row, {t * n_m + m}] += sum{t}_{m}" for t in range(e_count) for m in range(n_m)],
+        *[line for t in range(e_count) for line in (
+            f"        base = radial_base[{t}]", "        if base >= 0:",
+            *[f"            out[row, base + {m}] += sum{t}_{m}" for m in range(n_m)])],
         "        # 3. angular pairs into slots s0:k grouped by neighbour element: a run of partners of",
         "        # one element shares its feature row, so the sums stay in registers over the run",
         "        k = s0",
@@ -218,7 +223,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         *[f"                acc{i} = 0.0" for i in range(width)],
         "                for bi in range(lo, hi):",
         *_indent(triplet, 5),
-        f"                base = {shape.n_radial} + pair_type[ta, tb] * {width}",
+        "                base = angular_base[pair_type[ta, tb]]",
         *[f"                out[row, base + {e * n_lz + k}] += {shape.lz_scales[k]!r} * aq[{e}, ai] * acc{e * n_lz + k}"
           for e in range(n_eta) for k in range(n_lz)],
         "",
@@ -229,69 +234,78 @@ def _features(shape: KernelShape, name: str) -> list[str]:
 def _gradient(shape: KernelShape, name: str) -> list[str]:
     """dE/dv per pair. For a triplet (a, b) with dE/dr_a, dE/dr_b, dE/dcos, the vector derivative
     dE/dv_a = dE/dr_a u_a + dE/dcos (u_b − cos u_a)/r_a is kept as sums over b of scalars
-    (alpha, gamma) and of dE/dcos u_b (beta), combined once per a."""
+    (alpha, gamma) and of dE/dcos u_b (beta), combined once per a and partner element.
+
+    Every per-model statement is written out once per model, the models' copies side by side, and
+    pair_grad keeps the models contiguous (P, 3, M): that is the shape LLVM's SLP vectoriser packs
+    into one SIMD lane per model (cpu_kernels.py compiles this kernel with it), which makes each
+    further committee member cost a third of the first."""
     n_m, n_eta, n_lz, width = len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz, shape.angular_width
     models = range(shape.n_models)
     slope_scales = [2.0 ** (1 - z) * z * float(lam) for lam in shape.lambdas for z in shape.zetas]
     linear = [k for k in range(n_lz) if shape.zetas[k % len(shape.zetas)] == 1]  # slope is a constant
-    radial = ["tj = species[pj[p]]"]
-    for m in models:
-        terms = " + ".join(f"grad[{m}, row, tj * {n_m} + {k}] * rdg[{k}, p]" for k in range(n_m))
-        radial += [f"de = {terms}"] + [f"pair_grad[p, {m}, {x}] += de * unit[p, {x}]" for x in range(3)]
+
+    def each_model(*templates: str) -> list[str]:
+        return [t.format(m=m) for t in templates for m in models]
+
+    radial = ["rb = radial_base[species[pj[p]]]"]
+    radial += [f"de{m} = " + " + ".join(f"grad[{m}, row, rb + {k}] * rdg[{k}, p]" for k in range(n_m))
+               for m in models]
+    radial += [f"pair_grad[p, {x}, {m}] += de{m} * unit[p, {x}]" for x in range(3) for m in models]
     triplet = ["b = ang_list[bi]", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
                "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = ang_inv_r[bi]"]
     triplet += _powers(shape, slopes=True)
     for e in range(n_eta):
         triplet += [f"qb{e} = aq[{e}, bi]", f"dqb{e} = adq[{e}, bi]", f"qq{e} = qa{e} * qb{e}"]
-    for m in models:
-        for e in range(n_eta):
-            triplet.append(f"v{e} = " + " + ".join(f"g{m}_{e * n_lz + k} * P{k}" for k in range(n_lz)))
-            triplet.append(f"s{e} = c{m}_{e} + " + " + ".join(f"h{m}_{e * n_lz + k} * S{k}" for k in range(n_lz)
-                                                            if k not in linear))
-        triplet.append("dcos = " + " + ".join(f"s{e} * qq{e}" for e in range(n_eta)))
-        triplet.append(f"alpha{m} += " + " + ".join(f"v{e} * qb{e} * dqa{e}" for e in range(n_eta)))
-        triplet.append(f"gamma{m} += dcos * cos")
-        triplet += [f"beta{m}_{x} += dcos * ub{x}" for x in "xyz"]
-        triplet.append("drb = " + " + ".join(f"v{e} * qa{e} * dqb{e}" for e in range(n_eta)))
-        triplet += ["c1 = drb - dcos * cos * inv_rb", "c2 = dcos * inv_rb"]
-        triplet += [f"pair_grad[b, {m}, {xi}] += c1 * ub{x} + c2 * ua{x}" for xi, x in enumerate("xyz")]
+    for e in range(n_eta):
+        triplet += each_model(f"v{{m}}_{e} = " + " + ".join(f"g{{m}}_{e * n_lz + k} * P{k}" for k in range(n_lz)))
+        triplet += each_model(f"s{{m}}_{e} = c{{m}}_{e} + " + " + ".join(f"h{{m}}_{e * n_lz + k} * S{k}"
+                                                                       for k in range(n_lz) if k not in linear))
+    triplet += each_model("dcos{m} = " + " + ".join(f"s{{m}}_{e} * qq{e}" for e in range(n_eta)),
+                          "alpha{m} += " + " + ".join(f"v{{m}}_{e} * qb{e} * dqa{e}" for e in range(n_eta)),
+                          "gamma{m} += dcos{m} * cos", "beta{m}_x += dcos{m} * ubx", "beta{m}_y += dcos{m} * uby",
+                          "beta{m}_z += dcos{m} * ubz",
+                          "drb{m} = " + " + ".join(f"v{{m}}_{e} * qa{e} * dqb{e}" for e in range(n_eta)),
+                          "along_b{m} = drb{m} - dcos{m} * cos * inv_rb", "along_a{m} = dcos{m} * inv_rb")
+    triplet += each_model(*(f"pair_grad[b, {xi}, {{m}}] += along_b{{m}} * ub{x} + along_a{{m}} * ua{x}"
+                            for xi, x in enumerate("xyz")))
     # the constants 2^{1−ζ} (and ζλ of the slope) go into the run's coefficients, not every triplet
-    load = [f"g{m}_{i} = {shape.lz_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
-    load += [f"h{m}_{i} = {slope_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for m in models for i in range(width)]
+    load = [f"g{m}_{i} = {shape.lz_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for i in range(width) for m in models]
+    load += [f"h{m}_{i} = {slope_scales[i % n_lz]!r} * grad[{m}, row, base + {i}]" for i in range(width) for m in models]
     load += [f"c{m}_{e} = " + " + ".join(f"h{m}_{e * n_lz + k}" for k in linear) if linear else f"c{m}_{e} = 0.0"
-             for m in models for e in range(n_eta)]
-    combine = []
-    for m in models:
-        combine.append(f"alpha{m} -= gamma{m} * inv_ra")
-        combine += [f"pair_grad[a, {m}, {xi}] += alpha{m} * ua{x} + beta{m}_{x} * inv_ra" for xi, x in enumerate("xyz")]
+             for e in range(n_eta) for m in models]
+    combine = each_model("alpha{m} -= gamma{m} * inv_ra")
+    combine += each_model(*(f"pair_grad[a, {xi}, {{m}}] += alpha{{m}} * ua{x} + beta{{m}}_{x} * inv_ra"
+                            for xi, x in enumerate("xyz")))
     lines = [
         f"def {name}(pj, species, segment, row_of_atom, unit, rdg, ang_list, ang_bounds, ang_unit, ang_inv_r, aq,",
-        "        adq, pair_type, grad, pair_grad):",
+        "        adq, pair_type, radial_base, angular_base, grad, pair_grad):",
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
         "        for p in range(segment[c], segment[c + 1]):",
         *_indent(radial, 3),
-        f"        for ai in range(ang_bounds[c, 0], ang_bounds[c, {shape.n_elements}]):",
-        "            a = ang_list[ai]",
-        "            ta = species[pj[a]]",
-        "            uax = ang_unit[0, ai]",
-        "            uay = ang_unit[1, ai]",
-        "            uaz = ang_unit[2, ai]",
-        "            inv_ra = ang_inv_r[ai]",
-        *[f"            qa{e} = aq[{e}, ai]" for e in range(n_eta)],
-        *[f"            dqa{e} = adq[{e}, ai]" for e in range(n_eta)],
-        *[f"            {v} = 0.0" for m in models for v in (f"alpha{m}", f"gamma{m}", f"beta{m}_x", f"beta{m}_y",
-                                                                   f"beta{m}_z")],
+        "        # pair types (ta, tb) outermost: their coefficients are loaded once per centre, not per a",
+        f"        for ta in range({shape.n_elements}):",
         f"            for tb in range(ta, {shape.n_elements}):",
-        "                lo = max(ai + 1, ang_bounds[c, tb])",
-        "                hi = ang_bounds[c, tb + 1]",
-        "                if lo >= hi:",
+        "                b_first = ang_bounds[c, tb]",
+        "                b_end = ang_bounds[c, tb + 1]",
+        "                if ang_bounds[c, ta] >= ang_bounds[c, ta + 1] or b_first >= b_end:",
         "                    continue",
-        f"                base = {shape.n_radial} + pair_type[ta, tb] * {width}",
+        "                base = angular_base[pair_type[ta, tb]]",
         *_indent(load, 4),
-        "                for bi in range(lo, hi):",
-        *_indent(triplet, 5),
-        *_indent(combine, 3),
+        "                for ai in range(ang_bounds[c, ta], ang_bounds[c, ta + 1]):",
+        "                    a = ang_list[ai]",
+        "                    uax = ang_unit[0, ai]",
+        "                    uay = ang_unit[1, ai]",
+        "                    uaz = ang_unit[2, ai]",
+        "                    inv_ra = ang_inv_r[ai]",
+        *[f"                    qa{e} = aq[{e}, ai]" for e in range(n_eta)],
+        *[f"                    dqa{e} = adq[{e}, ai]" for e in range(n_eta)],
+        *_indent(each_model("alpha{m} = 0.0", "gamma{m} = 0.0", "beta{m}_x = 0.0", "beta{m}_y = 0.0",
+                            "beta{m}_z = 0.0"), 5),
+        "                    for bi in range(max(ai + 1, b_first), b_end):",
+        *_indent(triplet, 6),
+        *_indent(combine, 5),
         "",
     ]
     return lines
