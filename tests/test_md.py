@@ -116,6 +116,27 @@ def test_only_the_system_that_moved_past_half_the_skin_gets_new_pairs(model):
     np.testing.assert_array_equal(new.pairs.j.numpy()[new_list], state.pairs.j.numpy()[old_list])
 
 
+def test_pairs_of_a_few_rebuilt_systems_merge_into_the_full_list():
+    """replace_systems on five systems, the first, third and fourth rebuilt after their atoms moved:
+    the merged list equals a fresh list of the whole batch, pair for pair."""
+    from ase.build import mx2
+
+    from tasks.nnp.batch import AtomsBatch
+    from tasks.nnp.graph import replace_systems
+
+    sheets = [mx2("MoS2", size=(2 + k % 2, 2, 1), vacuum=6.0) for k in range(5)]
+    before = AtomsBatch.from_atoms(sheets)
+    rebuilt = np.array([0, 2, 3])
+    for k in rebuilt:
+        sheets[k].rattle(0.2, seed=int(k))
+    after = AtomsBatch.from_atoms(sheets)
+    merged = replace_systems(before.pairs(4.0), after.pairs(4.0, rebuilt), rebuilt, after.n_systems)
+    full = after.pairs(4.0)
+    for name in ("i", "j", "shift", "system"):
+        torch.testing.assert_close(getattr(merged, name), getattr(full, name), rtol=0, atol=0)
+    assert not torch.equal(before.pairs(4.0).shift, full.shift) or not torch.equal(before.pairs(4.0).j, full.j)
+
+
 def test_fire_follows_ase_fire_step_for_step_in_a_batch(model):
     from ase.optimize import FIRE
 

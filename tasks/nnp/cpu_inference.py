@@ -99,7 +99,8 @@ class KernelFeatures:
         out = allocate("pair_grad", (len(p["r"]), 3, grad.shape[0]), p["r"].dtype)
         out.fill(0)
         run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
-                   _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rdg"], p["ang_list"],
+                   _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rad_list"],
+                   p["rad_element"], p["rad_end"], p["rdg"], p["ang_list"],
                    p["ang_bounds"], p["ang_unit"], p["ang_inv_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
                    self.layout.radial_base, self.layout.angular_base, as_numpy(grad), out)
         return out
@@ -121,8 +122,9 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     allocate = workspace.array if workspace is not None else _fresh
     # in the features kernel's argument order. Angular slots are as many as the angular pairs, but
     # a centre's slots start at its first pair, so they are sized by pairs.
-    shapes = {"unit": ((n_pairs, 3), np_dtype), "r": ((n_pairs,), np_dtype), "pair_rc": ((n_pairs,), np_dtype),
-              "pair_element": ((n_pairs,), np.int64), "rdg": ((n_m, n_pairs), np_dtype),
+    shapes = {"unit": ((n_pairs, 3), np_dtype), "r": ((n_pairs,), np_dtype), "rad_list": ((n_pairs,), np.int64),
+              "rad_r": ((n_pairs,), np_dtype), "rad_rc": ((n_pairs,), np_dtype), "rad_element": ((n_pairs,), np.int64),
+              "rad_end": ((n_atoms,), np.int64), "rdg": ((n_m, n_pairs), np_dtype),
               "ang_scratch": ((n_pairs,), np.int64), "ang_list": ((n_pairs,), np.int64),
               "ang_bounds": ((n_atoms, s.n_elements + 1), np.int64), "ang_unit": ((3, n_pairs), np_dtype),
               "ang_r": ((n_pairs,), np_dtype), "ang_rc": ((n_pairs,), np_dtype), "ang_inv_r": ((n_pairs,), np_dtype),
@@ -132,7 +134,7 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     feature_array.fill(0)
     features = torch.from_numpy(feature_array)
     run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
-               as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(pairs.system), species_np, _segment(pairs, n_atoms),
+               as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(batch.system), species_np, _segment(pairs, n_atoms),
                row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
                as_numpy(descriptor.pair_index), layout.radial_base, layout.angular_base, *per_pair.values(),
                feature_array)

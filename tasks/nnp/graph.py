@@ -61,16 +61,17 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
 def replace_systems(pairs: Pairs, fresh: Pairs, systems: np.ndarray, n_systems: int) -> Pairs:
     """``pairs`` with the blocks of ``systems`` taken from ``fresh`` (pairs of those systems only).
     Both lists are sorted by centre and systems are consecutive atom blocks, so each system's
-    pairs are one contiguous block: the result is these blocks in system order."""
+    pairs are one contiguous block: the result is these blocks in system order, copied as runs of
+    consecutive systems from the same list (a few runs: MD rebuilds a few systems per step)."""
     old_bounds = np.searchsorted(pairs.system.cpu().numpy(), np.arange(n_systems + 1))
     new_bounds = np.searchsorted(fresh.system.cpu().numpy(), np.arange(n_systems + 1))
     taken = np.zeros(n_systems, dtype=bool)
     taken[systems] = True
-    offset = len(pairs.i)  # fresh pairs follow the old ones in the joined arrays
-    ranges = [np.arange(new_bounds[b], new_bounds[b + 1]) + offset if taken[b] else
-              np.arange(old_bounds[b], old_bounds[b + 1]) for b in range(n_systems)]
-    index = torch.as_tensor(np.concatenate(ranges), device=pairs.i.device)
-    return Pairs(*(torch.cat([getattr(pairs, name), getattr(fresh, name)]).index_select(0, index)
+    starts = np.flatnonzero(np.diff(taken, prepend=~taken[0])) if n_systems else np.zeros(0, dtype=np.int64)
+    ends = np.append(starts[1:], n_systems)
+    runs = [(fresh, new_bounds) if taken[first] else (pairs, old_bounds) for first in starts]
+    return Pairs(*(torch.cat([getattr(source, name)[bounds[first]:bounds[end]]
+                              for (source, bounds), first, end in zip(runs, starts, ends)])
                    for name in ("i", "j", "shift", "system")))
 
 

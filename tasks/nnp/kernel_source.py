@@ -17,8 +17,10 @@ Layouts (all arrays are per batch, pairs sorted by centre atom, ``segment`` thei
     row ``row_of_atom[i]`` (atoms grouped by element, so each network reads one block); a block's
     first column is radial_base[element] or angular_base[pair type] (feature_layout.py: blocks of
     elements absent from the batch are left out), and grad (dE/dG) has the same columns;
-  per pair: unit (P, 3), r (P,), pair_rc (P,) radial cutoff, pair_element (P,) the neighbour's,
-    rdg (n_m, P) dG2/dr;
+  per pair: unit (P, 3), r (P,);
+  radial slots: the pairs of centre c inside their radial cutoff are slots segment[c]:rad_end[c]
+    (the list has a skin, whose pairs the radial terms skip); slot q holds pair rad_list[q], its
+    rad_r, rad_rc (cutoff), rad_element (the neighbour's) and rdg (n_m, P) dG2/dr;
   angular slots: the angular pairs of centre c are slots ang_bounds[c, 0]:ang_bounds[c, E], grouped
     by neighbour element (ang_bounds (N, E + 1)); slot k holds pair ang_list[k], its ang_unit (3, P),
     ang_r, ang_inv_r, ang_rc, and aq / adq (n_η, P): Q_e = exp(−η_e r²) f_c(r) and dQ_e/dr;
@@ -121,15 +123,15 @@ _CUTOFF = ["x = min(rr / rc, 1.0)", "e = _exp_cutoff(2.0 - 2.0 * x)", "t = (1.0 
 
 
 def _radial_pass(shape: KernelShape) -> list[str]:
-    """G2 terms of pairs lo:hi summed per neighbour element (sum{t}_{m}; a masked sum, so the loop
-    stays branch-free), and their r-slopes into rdg."""
+    """G2 terms of radial slots lo:hi summed per neighbour element (sum{t}_{m}; a masked sum, so the
+    loop stays branch-free), and their r-slopes into rdg."""
     n_m = len(shape.radial_eta_scale)
     lines = [f"sum{t}_{m} = 0.0" for t in range(shape.n_elements) for m in range(n_m)]
-    lines += ["for p in range(lo, hi):", "    rr = r[p]", "    rc = pair_rc[p]", "    tj = pair_element[p]",
+    lines += ["for q in range(lo, hi):", "    rr = rad_r[q]", "    rc = rad_rc[q]", "    tj = rad_element[q]",
               *_indent(_CUTOFF, 1), "    xx = x * x", "    slope = 2.0 * rr / (rc * rc)"]
     lines += [f"    w{t} = fc if tj == {t} else 0.0" for t in range(shape.n_elements)]
     for m, scale in enumerate(shape.radial_eta_scale):
-        lines += [f"    g = _exp_radial({scale!r} * xx)", f"    rdg[{m}, p] = g * (dfc - {scale!r} * slope * fc)"]
+        lines += [f"    g = _exp_radial({scale!r} * xx)", f"    rdg[{m}, q] = g * (dfc - {scale!r} * slope * fc)"]
         lines += [f"    sum{t}_{m} += g * w{t}" for t in range(shape.n_elements)]
     return lines
 
@@ -153,24 +155,30 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         triplet.append(f"w = aq[{e}, bi]")
         triplet += [f"acc{e * n_lz + k} += w * P{k}" for k in range(n_lz)]
     lines = [
-        f"def {name}(positions, cells, pj, shift, psys, species, segment, row_of_atom, radial_rc, angular_rc,",
-        "        pair_type, radial_base, angular_base, unit, r, pair_rc, pair_element, rdg, ang_scratch, ang_list,",
+        f"def {name}(positions, cells, pj, shift, atom_system, species, segment, row_of_atom, radial_rc, angular_rc,",
+        "        pair_type, radial_base, angular_base, unit, r, rad_list, rad_r, rad_rc, rad_element, rad_end, rdg,",
+        "        ang_scratch, ang_list,",
         "        ang_bounds, ang_unit, ang_r, ang_rc,",
         "        ang_inv_r, aq, adq, out):",
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
         "        s1 = segment[c + 1]",
+        "        n_rad = s0",
         "        n_ang = s0",
         "        row = row_of_atom[c]",
         "        tc = species[c]",
-        "        # 1. pair vectors and cutoffs; angular pairs noted (without a branch: n_ang <= p)",
+        "        # 1. pair vectors; pairs inside the radial cutoff copied to slots, angular ones noted",
+        "        # (without a branch: n_rad, n_ang <= p). The",
+        "        # pairs of c are all in c's system: its cell is read once, not per pair",
+        "        s = atom_system[c]",
+        *[f"        cell{a}{x} = cells[s, {a}, {x}]" for a in range(3) for x in range(3)],
+        *[f"        centre{x} = positions[c, {x}]" for x in range(3)],
         "        for p in range(np.uint64(s0), np.uint64(s1)):",
         "            j = pj[p]",
-        "            s = psys[p]",
     ]
     for x in range(3):
-        lines.append(f"            v{x} = (positions[j, {x}] - positions[c, {x}] + shift[p, 0] * cells[s, 0, {x}]"
-                     f" + shift[p, 1] * cells[s, 1, {x}] + shift[p, 2] * cells[s, 2, {x}])")
+        lines.append(f"            v{x} = (positions[j, {x}] - centre{x} + shift[p, 0] * cell0{x} + shift[p, 1] * cell1{x}"
+                     f" + shift[p, 2] * cell2{x})")
     lines += [
         "            rr = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)",
         "            r[p] = rr",
@@ -179,13 +187,18 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "            unit[p, 1] = v1 * inv",
         "            unit[p, 2] = v2 * inv",
         "            tj = species[j]",
-        "            pair_rc[p] = radial_rc[tc, tj]",
-        "            pair_element[p] = tj",
+        "            rc = radial_rc[tc, tj]",
+        "            rad_list[n_rad] = p",
+        "            rad_r[n_rad] = rr",
+        "            rad_rc[n_rad] = rc",
+        "            rad_element[n_rad] = tj",
+        "            n_rad += rr < rc",
         "            ang_scratch[n_ang] = p",
         "            n_ang += rr < angular_rc[tc, tj]",
-        "        # 2. radial terms of every pair of c (SIMD)",
+        "        rad_end[c] = n_rad",
+        "        # 2. radial terms of c's radial slots (SIMD)",
         "        lo = np.uint64(s0)",
-        "        hi = np.uint64(s1)",
+        "        hi = np.uint64(n_rad)",
         *_indent(_radial_pass(shape), 2),
         *[line for t in range(e_count) for line in (
             f"        base = radial_base[{t}]", "        if base >= 0:",
@@ -209,23 +222,26 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "        lo = np.uint64(s0)",
         "        hi = np.uint64(k)",
         *_indent(_angular_pass(shape), 2),
-        "        # 4. unordered triplets",
-        "        for ai in range(s0, k):",
-        "            ta = species[pj[ang_list[ai]]]",
-        "            uax = ang_unit[0, ai]",
-        "            uay = ang_unit[1, ai]",
-        "            uaz = ang_unit[2, ai]",
+        "        # 4. unordered triplets, pair types (ta, tb) outermost: a type's sums stay in registers",
+        f"        for ta in range({e_count}):",
         f"            for tb in range(ta, {e_count}):",
-        "                lo = max(ai + 1, ang_bounds[c, tb])",
-        "                hi = ang_bounds[c, tb + 1]",
-        "                if lo >= hi:",
+        "                b_first = ang_bounds[c, tb]",
+        "                b_end = ang_bounds[c, tb + 1]",
+        "                if ang_bounds[c, ta] >= ang_bounds[c, ta + 1] or b_first >= b_end:",
         "                    continue",
-        *[f"                acc{i} = 0.0" for i in range(width)],
-        "                for bi in range(lo, hi):",
-        *_indent(triplet, 5),
+        *[f"                total{i} = 0.0" for i in range(width)],
+        "                for ai in range(ang_bounds[c, ta], ang_bounds[c, ta + 1]):",
+        "                    uax = ang_unit[0, ai]",
+        "                    uay = ang_unit[1, ai]",
+        "                    uaz = ang_unit[2, ai]",
+        *[f"                    acc{i} = 0.0" for i in range(width)],
+        "                    for bi in range(max(ai + 1, b_first), b_end):",
+        *_indent(triplet, 6),
+        *[line for e in range(n_eta) for line in (
+            f"                    qa = aq[{e}, ai]",
+            *[f"                    total{e * n_lz + k} += qa * acc{e * n_lz + k}" for k in range(n_lz)])],
         "                base = angular_base[pair_type[ta, tb]]",
-        *[f"                out[row, base + {e * n_lz + k}] += {shape.lz_scales[k]!r} * aq[{e}, ai] * acc{e * n_lz + k}"
-          for e in range(n_eta) for k in range(n_lz)],
+        *[f"                out[row, base + {i}] += {shape.lz_scales[i % n_lz]!r} * total{i}" for i in range(width)],
         "",
     ]
     return lines
@@ -248,8 +264,8 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
     def each_model(*templates: str) -> list[str]:
         return [t.format(m=m) for t in templates for m in models]
 
-    radial = ["rb = radial_base[species[pj[p]]]"]
-    radial += [f"de{m} = " + " + ".join(f"grad[{m}, row, rb + {k}] * rdg[{k}, p]" for k in range(n_m))
+    radial = ["p = rad_list[q]", "rb = radial_base[rad_element[q]]"]
+    radial += [f"de{m} = " + " + ".join(f"grad[{m}, row, rb + {k}] * rdg[{k}, q]" for k in range(n_m))
                for m in models]
     radial += [f"pair_grad[p, {x}, {m}] += de{m} * unit[p, {x}]" for x in range(3) for m in models]
     triplet = ["b = ang_list[bi]", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
@@ -278,11 +294,11 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
     combine += each_model(*(f"pair_grad[a, {xi}, {{m}}] += alpha{{m}} * ua{x} + beta{{m}}_{x} * inv_ra"
                             for xi, x in enumerate("xyz")))
     lines = [
-        f"def {name}(pj, species, segment, row_of_atom, unit, rdg, ang_list, ang_bounds, ang_unit, ang_inv_r, aq,",
-        "        adq, pair_type, radial_base, angular_base, grad, pair_grad):",
+        f"def {name}(pj, species, segment, row_of_atom, unit, rad_list, rad_element, rad_end, rdg, ang_list,",
+        "        ang_bounds, ang_unit, ang_inv_r, aq, adq, pair_type, radial_base, angular_base, grad, pair_grad):",
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
-        "        for p in range(segment[c], segment[c + 1]):",
+        "        for q in range(segment[c], rad_end[c]):",
         *_indent(radial, 3),
         "        # pair types (ta, tb) outermost: their coefficients are loaded once per centre, not per a",
         f"        for ta in range({shape.n_elements}):",
