@@ -36,8 +36,10 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
     """
     starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
     parts_i, parts_j, parts_s, parts_b = [], [], [], []
-    calculator = NeighborList(cutoff=float(cutoff_A), full_list=True)
-    for b in range(len(n_atoms)) if systems is None else systems:
+    # sorted by centre within a system, and systems are consecutive blocks: the joined list is
+    # sorted by centre, as the kernels need. vesin's threads follow torch's (one-thread runs stay so).
+    calculator = NeighborList(cutoff=float(cutoff_A), full_list=True, sorted=True, n_threads=torch.get_num_threads())
+    for b in range(len(n_atoms)) if systems is None else np.sort(systems):
         start, n = starts[b], n_atoms[b]
         points = np.ascontiguousarray(positions[start:start + n], dtype=np.float64)
         periodic = np.asarray(pbc[b], dtype=bool)
@@ -49,12 +51,11 @@ def neighbour_pairs(positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray, n
         parts_s.append(s)
         parts_b.append(np.full(len(i), b, dtype=np.int64))
     i, j, s, b = (np.concatenate(parts) for parts in (parts_i, parts_j, parts_s, parts_b))
-    order = np.argsort(i, kind="stable")  # grouped by center atom, as triplets() needs
     return Pairs(
-        i=torch.as_tensor(i[order], dtype=torch.long, device=device),
-        j=torch.as_tensor(j[order], dtype=torch.long, device=device),
-        shift=torch.as_tensor(s[order].reshape(-1, 3), dtype=dtype, device=device),
-        system=torch.as_tensor(b[order], dtype=torch.long, device=device),
+        i=torch.as_tensor(i, dtype=torch.long, device=device),
+        j=torch.as_tensor(j, dtype=torch.long, device=device),
+        shift=torch.as_tensor(s.reshape(-1, 3), dtype=dtype, device=device),
+        system=torch.as_tensor(b, dtype=torch.long, device=device),
     )
 
 

@@ -174,7 +174,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         *[f"        cell{a}{x} = cells[s, {a}, {x}]" for a in range(3) for x in range(3)],
         *[f"        centre{x} = positions[c, {x}]" for x in range(3)],
         "        for p in range(np.uint64(s0), np.uint64(s1)):",
-        "            j = pj[p]",
+        "            j = np.uint64(pj[p])",
     ]
     for x in range(3):
         lines.append(f"            v{x} = (positions[j, {x}] - centre{x} + shift[p, 0] * cell0{x} + shift[p, 1] * cell1{x}"
@@ -208,9 +208,9 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "        k = s0",
         f"        for t in range({e_count}):",
         "            ang_bounds[c, t] = k",
-        "            for q in range(s0, n_ang):",
-        "                p = ang_scratch[q]",
-        "                if species[pj[p]] == t:",
+        "            for q in range(np.uint64(s0), np.uint64(n_ang)):",
+        "                p = np.uint64(ang_scratch[q])",
+        "                if species[np.uint64(pj[p])] == t:",
         "                    ang_list[k] = p",
         "                    ang_unit[0, k] = unit[p, 0]",
         "                    ang_unit[1, k] = unit[p, 1]",
@@ -235,7 +235,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "                    uay = ang_unit[1, ai]",
         "                    uaz = ang_unit[2, ai]",
         *[f"                    acc{i} = 0.0" for i in range(width)],
-        "                    for bi in range(max(ai + 1, b_first), b_end):",
+        "                    for bi in range(np.uint64(max(ai + 1, b_first)), np.uint64(b_end)):",
         *_indent(triplet, 6),
         *[line for e in range(n_eta) for line in (
             f"                    qa = aq[{e}, ai]",
@@ -264,11 +264,11 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
     def each_model(*templates: str) -> list[str]:
         return [t.format(m=m) for t in templates for m in models]
 
-    radial = ["p = rad_list[q]", "rb = radial_base[rad_element[q]]"]
-    radial += [f"de{m} = " + " + ".join(f"grad[{m}, row, rb + {k}] * rdg[{k}, q]" for k in range(n_m))
+    radial = ["p = np.uint64(rad_list[q])", "rb = np.uint64(radial_base[rad_element[q]])"]
+    radial += [f"de{m} = " + " + ".join(f"grad[{m}, row, rb + np.uint64({k})] * rdg[{k}, q]" for k in range(n_m))
                for m in models]
     radial += [f"pair_grad[p, {x}, {m}] += de{m} * unit[p, {x}]" for x in range(3) for m in models]
-    triplet = ["b = ang_list[bi]", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
+    triplet = ["b = np.uint64(ang_list[bi])", "ubx = ang_unit[0, bi]", "uby = ang_unit[1, bi]", "ubz = ang_unit[2, bi]",
                "cos = uax * ubx + uay * uby + uaz * ubz", "inv_rb = ang_inv_r[bi]"]
     triplet += _powers(shape, slopes=True)
     for e in range(n_eta):
@@ -298,7 +298,7 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
         "        ang_bounds, ang_unit, ang_inv_r, aq, adq, pair_type, radial_base, angular_base, grad, pair_grad):",
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
-        "        for q in range(segment[c], rad_end[c]):",
+        "        for q in range(np.uint64(segment[c]), np.uint64(rad_end[c])):",
         *_indent(radial, 3),
         "        # pair types (ta, tb) outermost: their coefficients are loaded once per centre, not per a",
         f"        for ta in range({shape.n_elements}):",
@@ -310,7 +310,7 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
         "                base = angular_base[pair_type[ta, tb]]",
         *_indent(load, 4),
         "                for ai in range(ang_bounds[c, ta], ang_bounds[c, ta + 1]):",
-        "                    a = ang_list[ai]",
+        "                    a = np.uint64(ang_list[ai])",
         "                    uax = ang_unit[0, ai]",
         "                    uay = ang_unit[1, ai]",
         "                    uaz = ang_unit[2, ai]",
@@ -319,7 +319,7 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
         *[f"                    dqa{e} = adq[{e}, ai]" for e in range(n_eta)],
         *_indent(each_model("alpha{m} = 0.0", "gamma{m} = 0.0", "beta{m}_x = 0.0", "beta{m}_y = 0.0",
                             "beta{m}_z = 0.0"), 5),
-        "                    for bi in range(max(ai + 1, b_first), b_end):",
+        "                    for bi in range(np.uint64(max(ai + 1, b_first)), np.uint64(b_end)):",
         *_indent(triplet, 6),
         *_indent(combine, 5),
         "",
