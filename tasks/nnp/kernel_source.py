@@ -101,8 +101,11 @@ def _helpers(shape: KernelShape) -> str:
     so loops that call it vectorise. Relative error ~1e-15 (degree 13) or ~4e-8 (degree 8, float32)."""
     degree = 13 if shape.double else 8
     functions = []
-    for name, bound in (("_exp_radial", max(shape.radial_eta_scale)), ("_exp_angular", shape.angular_exponent_max),
-                        ("_exp_cutoff", 2.0)):
+    # one function per exponent range: a small η needs fewer squarings than the largest
+    angular_r2_max = shape.angular_exponent_max / max(shape.angular_etas)
+    ranges = [(f"_exp_radial{m}", scale) for m, scale in enumerate(shape.radial_eta_scale)]
+    ranges += [(f"_exp_angular{e}", eta * angular_r2_max) for e, eta in enumerate(shape.angular_etas)]
+    for name, bound in ranges + [("_exp_cutoff", 2.0)]:
         s = _exp_squarings(bound)
         lines = ["", "", f'@njit(inline="always", {_OPTIONS})', f"def {name}(y):",
                  f'    """exp(−y) for 0 <= y <= {bound!r}."""', f"    z = y * {-1.0 / 2 ** s!r}",
@@ -131,7 +134,7 @@ def _radial_pass(shape: KernelShape) -> list[str]:
               *_indent(_CUTOFF, 1), "    xx = x * x", "    slope = 2.0 * rr / (rc * rc)"]
     lines += [f"    w{t} = fc if tj == {t} else 0.0" for t in range(shape.n_elements)]
     for m, scale in enumerate(shape.radial_eta_scale):
-        lines += [f"    g = _exp_radial({scale!r} * xx)", f"    rdg[{m}, q] = g * (dfc - {scale!r} * slope * fc)"]
+        lines += [f"    g = _exp_radial{m}({scale!r} * xx)", f"    rdg[{m}, q] = g * (dfc - {scale!r} * slope * fc)"]
         lines += [f"    sum{t}_{m} += g * w{t}" for t in range(shape.n_elements)]
     return lines
 
@@ -141,7 +144,7 @@ def _angular_pass(shape: KernelShape) -> list[str]:
     lines = ["for k in range(lo, hi):", "    rr = ang_r[k]", "    rc = ang_rc[k]", *_indent(_CUTOFF, 1),
              "    rr2 = rr * rr", "    ang_inv_r[k] = 1.0 / rr"]
     for e, eta in enumerate(shape.angular_etas):
-        lines += [f"    g = _exp_angular({eta!r} * rr2)", f"    aq[{e}, k] = g * fc",
+        lines += [f"    g = _exp_angular{e}({eta!r} * rr2)", f"    aq[{e}, k] = g * fc",
                   f"    adq[{e}, k] = g * (dfc - {2.0 * eta!r} * rr * fc)"]
     return lines
 
