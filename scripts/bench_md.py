@@ -14,8 +14,9 @@ Figures (all with the same Behler–Parrinello model: S/Cr/Mo, hidden (32, 32), 
   gpu_mos2_atom_steps_per_s    100 x 1,728-atom MoS2 sheets batched on CUDA (goal >= 1e6); null without a GPU
   threads (for the one-thread figures), cores, device
 
-Every rate and time is the best of --rounds windows (timeit's rule: on a shared machine other load
-only ever adds time, so the least disturbed window is the measurement), for both sides of a ratio.
+Every rate and time is the best of --rounds runs (timeit's rule: on a shared machine other load only
+ever adds time, so the least disturbed run is the measurement); the two sides of a ratio take turns
+within each round, so that they meet the same load.
 The last line printed is one JSON object with all of these.
 Usage: python scripts/bench_md.py [--steps 50] [--rounds 3]
 """
@@ -27,6 +28,7 @@ import json
 import os
 import time
 from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -58,59 +60,66 @@ def crs_cells(n: int):
                             vacancy_fractions=[0.0, 1 / 12])
 
 
-def md_rate(state, step, steps: int, rounds: int) -> float:
-    """Atom-steps per second of ``rounds`` consecutive windows of ``steps`` steps: the best one."""
-    state, _ = run(state, step, 2, observe_every=10)  # warm-up
-    best = float("inf")
+def best_times(jobs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds of each job: its fastest of ``rounds`` runs, the jobs taking turns within each round
+    so that both sides of a ratio meet the same load (timeit's rule: on a shared machine other load
+    only ever adds time, so the least disturbed run is the measurement)."""
+    best = dict.fromkeys(jobs, float("inf"))
     for _ in range(rounds):
-        if state.batch.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        state, _ = run(state, step, steps, observe_every=10)
-        if state.batch.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return steps * state.batch.positions.shape[0] / best
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
-def batched_md(m, systems, steps: int, rounds: int) -> float:
+class MDWindows:
+    """Successive windows of ``steps`` steps of one batched MD run (a call runs the next window)."""
+
+    def __init__(self, state, step, steps: int):
+        self.state, _ = run(state, step, 2, observe_every=10)  # warm-up
+        self.step, self.steps = step, steps
+        self.atom_steps = steps * state.batch.positions.shape[0]
+
+    def __call__(self) -> None:
+        self.state, _ = run(self.state, self.step, self.steps, observe_every=10)
+        if self.state.batch.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def langevin_windows(m, systems, steps: int) -> MDWindows:
     state = initial_state(m, systems, temperature_K=300, seed=2)
     step = partial(langevin_step, model=m, timestep_fs=1.0, temperature_K=300.0, friction_per_fs=0.01,
                    generator=torch.Generator(device=m.device).manual_seed(3))
-    return md_rate(state, step, steps, rounds)
+    return MDWindows(state, step, steps)
 
 
-def ase_md(m, systems, steps: int, rounds: int) -> float:
-    """Each round runs every cell for ``steps`` steps, one after another; the best round."""
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
+def ase_md(m, systems, steps: int) -> Callable[[], None]:
+    """Every cell for ``steps`` steps of ASE's Langevin, one after another."""
+    def job() -> None:
         for atoms in systems:
             atoms = atoms.copy()
             atoms.calc = NNPCalculator(m)
             Langevin(atoms, timestep=1.0 * units.fs, temperature_K=300, friction=0.01 / units.fs,
                      rng=np.random.default_rng(4)).run(steps)
-        best = min(best, time.perf_counter() - start)
-    return steps * sum(len(a) for a in systems) / best
+    return job
 
 
-def nve_rate(m, systems, steps: int, rounds: int) -> float:
-    state = initial_state(m, systems, temperature_K=300, seed=5)
-    return md_rate(state, partial(velocity_verlet_step, model=m, timestep_fs=1.0), steps, rounds)
+def batched_vs_ase(m, cells, ase_cells, steps: int, rounds: int) -> tuple[float, float]:
+    """Atom-steps/s of the batched run and of ASE one cell at a time, in alternating rounds."""
+    batched, ase = langevin_windows(m, cells, steps), ase_md(m, ase_cells, steps)
+    times = best_times({"batched": batched, "ase": ase}, rounds)
+    return batched.atom_steps / times["batched"], steps * sum(len(a) for a in ase_cells) / times["ase"]
 
 
-def eval_time(potential, batch, repeats: int = 20, rounds: int = 5) -> float:
-    """Seconds per evaluation: the best of ``rounds`` means over ``repeats`` calls (timeit's rule:
-    the least disturbed round; this shared machine's other load only ever adds time)."""
+def evaluations(potential, batch, repeats: int = 20) -> Callable[[], None]:
     pairs = batch.pairs(potential.cutoff_A)
     potential(batch, pairs)
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
+
+    def job() -> None:
         for _ in range(repeats):
             potential(batch, pairs)
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best
+    return job
 
 
 def main() -> None:
@@ -124,15 +133,14 @@ def main() -> None:
 
     m = model()
     cells = crs_cells(args.cells)
-    batched = batched_md(m, cells, args.steps, args.rounds)
-    ase_rate = ase_md(m, cells[:10], args.steps, args.rounds)  # ten cells suffice for the one-at-a-time rate
+    # ten cells suffice for the one-at-a-time rate
+    batched, ase_rate = batched_vs_ase(m, cells, cells[:10], args.steps, args.rounds)
     results.update(batched_atom_steps_per_s=batched, ase_atom_steps_per_s=ase_rate, batched_vs_ase=batched / ase_rate)
     print(f"(a) {args.cells} x ~24-atom Cr(1-x)S Langevin, one thread: batched {batched:.3g} atom-steps/s, ASE one "
           f"cell at a time {ase_rate:.3g}, ratio {batched / ase_rate:.1f} (goal >= 10)")
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
-    batched_all = batched_md(m, cells, args.steps, args.rounds)
-    ase_all = ase_md(m, cells[:10], args.steps, args.rounds)
+    batched_all, ase_all = batched_vs_ase(m, cells, cells[:10], args.steps, args.rounds)
     torch.set_num_threads(1)
     results.update(cores=cores, batched_all_cores_atom_steps_per_s=batched_all, ase_all_cores_atom_steps_per_s=ase_all,
                    batched_vs_ase_all_cores=batched_all / ase_all)
@@ -140,13 +148,18 @@ def main() -> None:
           f"{batched_all / ase_all:.1f}")
 
     sheet = mx2("MoS2", size=(10, 10, 1), vacuum=7.5)
-    rate = nve_rate(m, [sheet], args.steps, args.rounds)
+    nve = MDWindows(initial_state(m, [sheet], temperature_K=300, seed=5),
+                    partial(velocity_verlet_step, model=m, timestep_fs=1.0), args.steps)
+    rate = nve.atom_steps / best_times({"nve": nve}, args.rounds)["nve"]
     results["mos2_300_atom_steps_per_s_per_thread"] = rate
     print(f"(b) 300-atom MoS2 NVE on one thread: {rate:.3g} atom-steps/s (goal >= 1e5)")
 
     batch = AtomsBatch.from_atoms([sheet], dtype=torch.float32)
-    single = eval_time(m, batch, rounds=max(5, args.rounds))
-    committee = eval_time(Committee([model(seed=s) for s in range(4)]), batch, rounds=max(5, args.rounds))
+    repeats = 20
+    times = best_times({"single": evaluations(m, batch, repeats),
+                        "committee": evaluations(Committee([model(seed=s) for s in range(4)]), batch, repeats)},
+                       rounds=max(7, args.rounds))
+    single, committee = times["single"] / repeats, times["committee"] / repeats
     results["committee4_vs_single"] = committee / single
     print(f"(c) committee of 4: {committee * 1e3:.1f} ms vs one model {single * 1e3:.1f} ms per 300-atom "
           f"evaluation, ratio {committee / single:.2f} (goal <= 1.5)")
@@ -154,7 +167,8 @@ def main() -> None:
     if torch.cuda.is_available():
         gpu = model(device="cuda")
         sheets = [mx2("MoS2", size=(24, 24, 1), vacuum=7.5) for _ in range(100)]
-        rate = batched_md(gpu, sheets, args.steps, args.rounds)
+        windows = langevin_windows(gpu, sheets, args.steps)
+        rate = windows.atom_steps / best_times({"gpu": windows}, args.rounds)["gpu"]
         results.update(gpu_mos2_atom_steps_per_s=rate, device=torch.cuda.get_device_name())
         print(f"(d) 100 x 1,728-atom MoS2 on {torch.cuda.get_device_name()}: {rate:.3g} atom-steps/s (goal >= 1e6)")
     else:
