@@ -45,10 +45,6 @@ class KernelShape:
     double: bool = True  # float64 model: exp to double precision; float32 needs fewer terms
 
     @property
-    def n_radial(self) -> int:
-        return self.n_elements * len(self.radial_eta_scale)
-
-    @property
     def n_lz(self) -> int:
         return len(self.lambdas) * len(self.zetas)
 
@@ -160,9 +156,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
     lines = [
         f"def {name}(positions, cells, pj, shift, atom_system, species, segment, row_of_atom, radial_rc, angular_rc,",
         "        pair_type, radial_base, angular_base, unit, r, rad_list, rad_r, rad_rc, rad_element, rad_end, rdg,",
-        "        ang_scratch, ang_list,",
-        "        ang_bounds, ang_unit, ang_r, ang_rc,",
-        "        ang_inv_r, aq, adq, out):",
+        "        ang_scratch, ang_list, ang_bounds, ang_unit, ang_r, ang_rc, ang_inv_r, aq, adq, out):",
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
         "        s1 = segment[c + 1]",
@@ -170,9 +164,8 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "        n_ang = s0",
         "        row = row_of_atom[c]",
         "        tc = species[c]",
-        "        # 1. pair vectors; pairs inside the radial cutoff copied to slots, angular ones noted",
-        "        # (without a branch: n_rad, n_ang <= p). The",
-        "        # pairs of c are all in c's system: its cell is read once, not per pair",
+        "        # 1. pair vectors; pairs inside the radial cutoff copied to slots and angular ones noted,",
+        "        # without a branch (n_rad, n_ang <= p). c's pairs are all in c's system: one cell read",
         "        s = atom_system[c]",
         *[f"        cell{a}{x} = cells[s, {a}, {x}]" for a in range(3) for x in range(3)],
         *[f"        centre{x} = positions[c, {x}]" for x in range(3)],
