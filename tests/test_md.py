@@ -116,6 +116,25 @@ def test_only_the_system_that_moved_past_half_the_skin_gets_new_pairs(model):
     np.testing.assert_array_equal(new.pairs.j.numpy()[new_list], state.pairs.j.numpy()[old_list])
 
 
+def test_systems_near_their_rebuild_are_rebuilt_with_a_due_one(model):
+    """Three systems: one due (an atom past skin/2), one past CO_REBUILD_FRACTION of that, one at
+    rest. The first two get new pairs in the same step, the third keeps its list; forces equal an
+    evaluation with fresh pairs of the whole batch."""
+    from tasks.md.state import CO_REBUILD_FRACTION, with_positions
+
+    systems = [*_systems(), _systems()[0]]
+    state = initial_state(model, systems, temperature_K=0, seed=3, skin_A=0.5)
+    starts = np.concatenate([[0], np.cumsum(state.batch.n_atoms)[:-1]])
+    positions = state.batch.positions.clone()
+    positions[starts[0], 2] += 0.26  # due: past skin/2 = 0.25 Å
+    positions[starts[1], 2] += 0.5 * (1 + CO_REBUILD_FRACTION) / 2 * 0.5  # between the fraction and due
+    new = with_positions(model, state, positions)
+    moved = (new.pairs_positions != state.pairs_positions).any(dim=1)
+    assert bool(moved[starts[0]]) and bool(moved[starts[1]]) and not bool(moved[starts[2]:].any())
+    fresh = model(new.batch, new.batch.pairs(model.cutoff_A))
+    torch.testing.assert_close(new.forces, fresh["forces"], rtol=1e-10, atol=1e-12)
+
+
 def test_pairs_of_a_few_rebuilt_systems_merge_into_the_full_list():
     """replace_systems on five systems, the first, third and fourth rebuilt after their atoms moved:
     the merged list equals a fresh list of the whole batch, pair for pair."""
