@@ -62,8 +62,7 @@ def crs_cells(n: int):
 
 def best_times(jobs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Seconds of each job: its fastest of ``rounds`` runs, the jobs taking turns within each round
-    so that both sides of a ratio meet the same load (timeit's rule: on a shared machine other load
-    only ever adds time, so the least disturbed run is the measurement)."""
+    (the measurement rule of the module docstring)."""
     best = dict.fromkeys(jobs, float("inf"))
     for _ in range(rounds):
         for name, job in jobs.items():

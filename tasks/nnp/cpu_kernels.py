@@ -75,8 +75,8 @@ def kernels_for(shape: KernelShape, kernel: str) -> ModuleType:
 
 # numba leaves LLVM's SLP vectoriser off (numba#8705: miscompiled integer code). The gradient
 # kernel is written for it: its per-model statements become one SIMD lane per committee member
-# (kernel_source._gradient), 2.5x less time per extra member. It is switched on for that compile
-# alone, and tests/test_descriptor_terms.py checks the result against autograd in float32 and float64.
+# (kernel_source._gradient). It is switched on for that compile alone, and
+# tests/test_descriptor_terms.py checks the result against autograd in float32 and float64.
 _SLP_KERNELS = frozenset({"gradient"})
 
 

@@ -250,8 +250,8 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
 
     Every per-model statement is written out once per model, the models' copies side by side, and
     pair_grad keeps the models contiguous (P, 3, M): that is the shape LLVM's SLP vectoriser packs
-    into one SIMD lane per model (cpu_kernels.py compiles this kernel with it), which makes each
-    further committee member cost a third of the first."""
+    into one SIMD lane per model (cpu_kernels.py compiles this kernel with it): a committee member
+    beyond the first costs about a third of what it did in scalar code."""
     n_m, n_eta, n_lz, width = len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz, shape.angular_width
     models = range(shape.n_models)
     slope_scales = [2.0 ** (1 - z) * z * float(lam) for lam in shape.lambdas for z in shape.zetas]
