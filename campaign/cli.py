@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("report", help="PNG figures of an active-learning campaign (deviations, fractions, parity)")
+    p = sub.add_parser("report", help="the figures of the store's recipe (PNG), from the store alone")
     p.add_argument("store", type=Path)
     p.add_argument("--out", type=Path, help="folder for the PNG files; default: STORE/report")
 

@@ -1,4 +1,4 @@
-"""``campaign launch``: validate, lock the store, start the cluster, run every stage, report."""
+"""``campaign launch``: validate, lock the store, start the cluster, run the recipe, report."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Callable, Iterator
 
 from distributed import Client
 
-from campaign.recipes import label_stages
-from campaign.recipes.active_learning import initial_stages, run_active_learning
-from campaign.runner import StageReport, record_plan, run_stage
-from campaign.spec import ActiveLearningRecipe, CampaignSpec
+from campaign.recipe import RunContext, recipe_for
+from campaign.runner import StageReport, record_plan
+from campaign.spec import CampaignSpec
 from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
 from storage import CampaignStore
+from storage.schema import LABELED
 
 
 @dataclass
@@ -27,11 +27,9 @@ class LaunchReport:
 
 
 def build_stages(spec: CampaignSpec) -> list[Stage]:
-    """Every input is read and checked here, before the store is touched. An active-learning
-    campaign plans its initial data here; later stages are planned as the loop makes them."""
-    if isinstance(spec.recipe, ActiveLearningRecipe):
-        return initial_stages(spec)
-    return label_stages(spec)
+    """Every input is read and checked here, before the store is touched. Iterative recipes plan
+    their first stages here and the later ones as their loop makes them."""
+    return recipe_for(spec.recipe.kind).plan(spec)
 
 
 @contextlib.contextmanager
@@ -46,8 +44,9 @@ def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningClust
 def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool = True,
            say: Callable[[str], None] = print) -> LaunchReport:
     """Run (or resume) a campaign. Pass ``client`` to use a cluster you already have."""
-    stages = build_stages(spec)
-    with CampaignStore.open_for_writing(spec.store, spec.name) as store:
+    recipe = recipe_for(spec.recipe.kind)
+    stages = recipe.plan(spec)
+    with CampaignStore.open_for_writing(spec.store, spec.name, recipe.tables) as store:
         launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
                                             "scheduler": spec.scheduler.kind.value})
         record_plan(store, stages)
@@ -55,11 +54,7 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
         with _cluster(spec, client) as running:
             say(f"Dashboard: {running.dashboard_link}")
             running.wait_for_first_worker()
-            if isinstance(spec.recipe, ActiveLearningRecipe):
-                run_active_learning(spec, store, running.client, launch_index, stages, progress=progress,
-                                    health_check=running.check_health, gpu=running.has_gpus, say=say)
-                reports = []
-            else:
-                reports = [run_stage(running.client, store, stage, launch_index, progress=progress,
-                                     health_check=running.check_health) for stage in stages]
-        return LaunchReport(Path(spec.store), launch_index, reports, store.length("frames"))
+            context = RunContext(spec, running.client, store, launch_index, progress=progress,
+                                 health_check=running.check_health, gpu=running.has_gpus, say=say)
+            reports = recipe.run(context, stages)
+        return LaunchReport(Path(spec.store), launch_index, reports, store.length(LABELED.frames))

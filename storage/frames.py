@@ -1,4 +1,4 @@
-"""Labeled structures in the store: flat per-atom rows plus per-frame rows with offsets."""
+"""Labeled structures in the store (the ``LABELED`` ragged structures table)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from storage.schema import LABELED
 from storage.store import CampaignStore
+from storage.tables import structure_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,46 +27,29 @@ class LabeledFrame:
     stress_eV_per_A3: np.ndarray
 
 
+_FRAME_FIELDS = ("key", "source", "labeler", "labeler_settings", "energy_eV", "stress_eV_per_A3")
+
+
 def frame_blocks(frames: Sequence[LabeledFrame], atom_start: int) -> dict[str, dict[str, np.ndarray]]:
-    """The rows of the ``frames`` and ``atoms`` tables for these frames, appended at atom_start."""
-    n_atoms = np.array([len(f.numbers) for f in frames], dtype=np.int32)
-    starts = atom_start + np.concatenate([[0], np.cumsum(n_atoms)[:-1]]).astype(np.int64) if len(frames) else np.zeros(0, np.int64)
-    empty3 = np.zeros((0, 3))
-    return {
-        "frames": {
-            "key": np.array([f.key for f in frames], dtype=object),
-            "source": np.array([f.source for f in frames], dtype=object),
-            "labeler": np.array([f.labeler for f in frames], dtype=object),
-            "labeler_settings": np.array([f.labeler_settings for f in frames], dtype=object),
-            "energy_eV": np.array([f.energy_eV for f in frames], dtype=np.float64),
-            "stress_eV_per_A3": np.array([f.stress_eV_per_A3 for f in frames], dtype=np.float64).reshape(-1, 6),
-            "cell_A": np.array([f.cell_A for f in frames], dtype=np.float64).reshape(-1, 3, 3),
-            "pbc": np.array([f.pbc for f in frames], dtype=bool).reshape(-1, 3),
-            "n_atoms": n_atoms,
-            "atom_start": starts,
-        },
-        "atoms": {
-            "numbers": np.concatenate([f.numbers for f in frames]).astype(np.int16) if frames else np.zeros(0, np.int16),
-            "positions_A": np.concatenate([f.positions_A for f in frames]) if frames else empty3,
-            "forces_eV_per_A": np.concatenate([f.forces_eV_per_A for f in frames]) if frames else empty3,
-        },
-    }
+    """The rows of the labeled-frames tables for these frames, their atoms appended at atom_start."""
+    return structure_rows(
+        LABELED, numbers=[f.numbers for f in frames], positions_A=[f.positions_A for f in frames],
+        cell_A=[f.cell_A for f in frames], pbc=[f.pbc for f in frames], atom_start=atom_start,
+        frame_values={name: [getattr(f, name) for f in frames] for name in _FRAME_FIELDS},
+        atom_values={"forces_eV_per_A": [f.forces_eV_per_A for f in frames]})
 
 
 def iter_frames(store: CampaignStore, chunk_frames: int = 4096) -> Iterator[LabeledFrame]:
     """Every committed frame, read chunk by chunk so a large store never sits in memory whole."""
-    n = store.length("frames")
+    n = store.length(LABELED.frames)
     for lo in range(0, n, chunk_frames):
-        meta = store.read("frames", rows=slice(lo, min(n, lo + chunk_frames)))
-        a0 = int(meta["atom_start"][0])
-        a1 = int(meta["atom_start"][-1] + meta["n_atoms"][-1])
-        atoms = store.read("atoms", rows=slice(a0, a1))
-        for i in range(len(meta["key"])):
-            s = int(meta["atom_start"][i]) - a0
-            e = s + int(meta["n_atoms"][i])
+        block = store.read_structures(LABELED, slice(lo, min(n, lo + chunk_frames)))
+        meta = block.frames
+        for i in range(len(block)):
+            atoms = block.atom_slice(i)
             yield LabeledFrame(
                 key=str(meta["key"][i]), source=str(meta["source"][i]), labeler=str(meta["labeler"][i]),
-                labeler_settings=str(meta["labeler_settings"][i]), numbers=atoms["numbers"][s:e].astype(np.int64),
-                positions_A=atoms["positions_A"][s:e], cell_A=meta["cell_A"][i], pbc=meta["pbc"][i],
-                energy_eV=float(meta["energy_eV"][i]), forces_eV_per_A=atoms["forces_eV_per_A"][s:e],
-                stress_eV_per_A3=meta["stress_eV_per_A3"][i])
+                labeler_settings=str(meta["labeler_settings"][i]),
+                numbers=block.atoms["numbers"][atoms].astype(np.int64), positions_A=block.atoms["positions_A"][atoms],
+                cell_A=meta["cell_A"][i], pbc=meta["pbc"][i], energy_eV=float(meta["energy_eV"][i]),
+                forces_eV_per_A=block.atoms["forces_eV_per_A"][atoms], stress_eV_per_A3=meta["stress_eV_per_A3"][i])

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from storage.schema import LEDGER, PLAN
 from storage.store import CampaignStore
 
 DONE = "done"
@@ -45,7 +46,7 @@ def ledger_block(entries: Sequence[LedgerEntry]) -> dict[str, np.ndarray]:
 
 def latest_status(store: CampaignStore) -> dict[str, tuple[str, int]]:
     """key → (status, ledger row) of the key's latest entry."""
-    data = store.read("ledger", ["key", "status"])
+    data = store.read(LEDGER, ["key", "status"])
     latest: dict[str, tuple[str, int]] = {}
     for row, (key, status) in enumerate(zip(data["key"], data["status"])):
         latest[str(key)] = (str(status), row)
@@ -61,12 +62,12 @@ def plan_block(keys: Sequence[str], stages: Sequence[str]) -> dict[str, np.ndarr
 
 
 def planned_keys(store: CampaignStore) -> set[str]:
-    return {str(k) for k in store.read("plan", ["key"])["key"]}
+    return {str(k) for k in store.read(PLAN, ["key"])["key"]}
 
 
 def stage_summary(store: CampaignStore) -> dict[str, dict[str, int]]:
     """Per stage: how many planned items are done, failed, pending."""
-    plan = store.read("plan", ["key", "stage"])
+    plan = store.read(PLAN, ["key", "stage"])
     latest = latest_status(store)
     summary: dict[str, dict[str, int]] = {}
     for key, stage in zip(plan["key"], plan["stage"]):
@@ -84,7 +85,7 @@ def failures(store: CampaignStore, limit: int | None = None) -> list[dict]:
         rows = rows[:limit]
     if not rows:
         return []
-    data = store.read("ledger", ["key", "stage", "error", "error_kind", "traceback", "worker", "launch"],
+    data = store.read(LEDGER, ["key", "stage", "error", "error_kind", "traceback", "worker", "launch"],
                       rows=np.array(rows))
     return [{name: (values[i].item() if hasattr(values[i], "item") else values[i]) for name, values in data.items()}
             for i in range(len(rows))]

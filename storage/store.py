@@ -1,9 +1,13 @@
 """One Zarr v3 group per campaign that is also its checkpoint.
 
 Appends are transactions: every table's new rows are written first, then the root group's
-``committed`` attribute (row count per table) is replaced in one atomic metadata write. Rows
-past ``committed`` belong to a transaction that never finished; readers ignore them and the
-next writer truncates them. A crash therefore redoes a batch, never loses or doubles one.
+``committed`` attribute (row count per table) is replaced in one atomic metadata write (Zarr's
+local store writes a file by renaming a finished temporary one). Rows past ``committed`` belong
+to a transaction that never finished; readers ignore them and the next writer truncates them. A
+crash therefore redoes a batch, never loses or doubles one.
+
+The root attributes also record the layout of every table (``tables``), so the store describes
+itself: recipes declare their tables when they open it, and any reader can read any table.
 """
 
 from __future__ import annotations
@@ -12,89 +16,125 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
 
 from storage.errors import StoreError
 from storage.lock import StoreLock
-from storage.schema import LOCK_NAME, SCHEMA_VERSION, TABLES, ZARR_NAME, Column, Table
+from storage.schema import CORE_TABLES, LOCK_NAME, SCHEMA_VERSION, V1_TABLES, ZARR_NAME
+from storage.tables import Column, StructureBlock, StructureTables, Table
+
+TableRef = str | Table
 
 
-def _zarr_dtype(column: Column):
-    return str if column.dtype == "str" else column.dtype
+def _layout_of(group: zarr.Group, directory: Path) -> dict[str, Table]:
+    version = group.attrs.get("schema_version")
+    if version == 1:
+        return {t.name: t for t in V1_TABLES}
+    if version == SCHEMA_VERSION:
+        return {name: Table.from_dict(name, data) for name, data in group.attrs.get("tables", {}).items()}
+    raise StoreError(f"store {directory} has schema_version {version!r}; this version reads 1 and {SCHEMA_VERSION}")
 
 
 class CampaignStore:
     """Read and (under the lock) append to a campaign's store directory."""
 
-    def __init__(self, directory: Path, group: zarr.Group, lock: StoreLock | None):
+    def __init__(self, directory: Path, group: zarr.Group, lock: StoreLock | None, layout: dict[str, Table]):
         self.directory = directory
         self._group = group
         self._lock = lock
+        self._layout = layout
         self._committed: dict[str, int] = dict(group.attrs.get("committed", {}))
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | os.PathLike) -> "CampaignStore":
-        """Read-only: no lock, no writes; safe while a launch is running."""
+        """Read-only: no lock, no writes; safe while a launch is running. Reads stores of
+        schema versions 1 and 2 (a version-1 store is migrated by the next launch, not here)."""
         directory = Path(directory)
         path = directory / ZARR_NAME
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{directory} is not a campaign store (no {ZARR_NAME} inside)")
         group = zarr.open_group(path, mode="r")
-        cls._check_schema(group, directory)
-        return cls(directory, group, None)
+        return cls(directory, group, None, _layout_of(group, directory))
 
     @classmethod
-    def open_for_writing(cls, directory: str | os.PathLike, campaign: str) -> "CampaignStore":
-        """Take the lock, create the store if new, and drop rows of any unfinished transaction."""
+    def open_for_writing(cls, directory: str | os.PathLike, campaign: str,
+                         tables: Sequence[Table] = ()) -> "CampaignStore":
+        """Take the lock, create the store if new (or migrate a version-1 store in place),
+        declare ``tables`` besides the core ones, and drop rows of any unfinished transaction."""
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise StoreError(f"store path {directory} exists and is not a directory")
         zarr_path = directory / ZARR_NAME
-        if directory.is_dir() and any(directory.iterdir()) and not (zarr_path / "zarr.json").is_file():
-            raise StoreError(f"{directory} is not empty and holds no campaign store; choose another store path")
+        if directory.is_dir() and not (zarr_path / "zarr.json").is_file():
+            foreign = sorted(p.name for p in directory.iterdir() if p.name not in (LOCK_NAME, ZARR_NAME))
+            if foreign:
+                raise StoreError(f"{directory} is not empty and holds no campaign store ({', '.join(foreign[:5])}); "
+                                 "choose another store path")
         directory.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(directory / LOCK_NAME).acquire()
         try:
             group = zarr.open_group(zarr_path, mode="a")
             if "schema_version" in group.attrs:
-                cls._check_schema(group, directory)
+                layout = _layout_of(group, directory)
                 owner = group.attrs.get("campaign")
                 if owner != campaign:
                     raise StoreError(f"store {directory} belongs to campaign {owner!r}, not {campaign!r}")
-            store = cls(directory, group, lock)
-            store._create_missing_arrays()
-            if "schema_version" not in group.attrs:
-                group.attrs.update({"schema_version": SCHEMA_VERSION, "campaign": campaign,
-                                    "committed": {name: 0 for name in TABLES}, "launches": []})
-                store._committed = {name: 0 for name in TABLES}
+            elif any(True for _ in group.keys()):
+                raise StoreError(f"{zarr_path} holds arrays but no schema_version: not a campaign store, or a "
+                                 "damaged one; it is left as it is")
+            else:  # new, or an empty group a killed launch created before its first commit
+                layout = {}
+                group.attrs.update({"schema_version": SCHEMA_VERSION, "campaign": campaign, "committed": {},
+                                    "launches": [], "tables": {}})
+            store = cls(directory, group, lock, layout)
+            store._migrate()
+            store.declare([*CORE_TABLES, *tables])
             store._truncate_uncommitted()
             return store
         except BaseException:
             lock.release()
             raise
 
-    @staticmethod
-    def _check_schema(group: zarr.Group, directory: Path) -> None:
-        version = group.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"store {directory} has schema_version {version!r}; this version reads {SCHEMA_VERSION}")
+    def _migrate(self) -> None:
+        """Version 1 → 2: the same arrays; the layout, fixed in version 1, is recorded, and so is the
+        origin (recipes keep version 1's seed rules for such stores, so finished work keeps its keys)."""
+        if self._group.attrs.get("schema_version") == 1:
+            self._group.attrs.update({"schema_version": SCHEMA_VERSION, "migrated_from": 1,
+                                      "tables": {name: t.to_dict() for name, t in self._layout.items()}})
 
-    def _create_missing_arrays(self) -> None:
-        for table in TABLES.values():
+    def declare(self, tables: Iterable[Table]) -> None:
+        """Make these tables (and new columns of known ones) exist; one atomic layout write."""
+        layout = dict(self._layout)
+        for table in tables:
+            known = layout.get(table.name)
+            if known is not None and known.group != table.group:
+                raise StoreError(f"table {table.name!r} is stored in {known.group!r}, declared in {table.group!r}")
             sub = self._group.require_group(table.group)
+            rows = self._committed.get(table.name, 0)
+            columns = list(known.columns) if known is not None else []
             for column in table.columns:
-                if column.name in sub:
+                if known is not None and column.name in known.names:
                     continue
-                sub.create_array(column.name, shape=(0, *column.inner_shape),
-                                 chunks=(table.chunk_rows, *column.inner_shape), dtype=_zarr_dtype(column),
+                if column.name in sub:  # left by an unfinished declaration
+                    del sub[column.name]
+                sub.create_array(column.name, shape=(rows, *column.inner_shape),
+                                 chunks=(table.chunk_rows, *column.inner_shape),
+                                 dtype=str if column.dtype == "str" else column.dtype,
                                  fill_value=column.fill_value, dimension_names=list(column.dims))
+                columns.append(column)
+            layout[table.name] = Table(table.name, table.group, table.dim, table.chunk_rows, tuple(columns))
+        if layout != self._layout:
+            committed = {name: self._committed.get(name, 0) for name in layout}
+            self._group.attrs.update({"tables": {name: t.to_dict() for name, t in layout.items()},
+                                      "committed": committed})
+            self._layout, self._committed = layout, committed
 
     def _truncate_uncommitted(self) -> None:
-        for table in TABLES.values():
+        for table in self._layout.values():
             n = self._committed.get(table.name, 0)
             for column in table.columns:
                 array = self._array(table, column.name)
@@ -117,25 +157,35 @@ class CampaignStore:
     def attrs(self) -> dict:
         return self._group.attrs.asdict()
 
-    def length(self, table: str) -> int:
-        return int(self._committed.get(table, 0))
+    @property
+    def tables(self) -> dict[str, Table]:
+        return dict(self._layout)
+
+    def _table(self, table: TableRef) -> Table:
+        if isinstance(table, Table):
+            return self._layout.get(table.name, table)
+        if table not in self._layout:
+            raise StoreError(f"store {self.directory} has no table {table!r}")
+        return self._layout[table]
+
+    def length(self, table: TableRef) -> int:
+        return int(self._committed.get(table.name if isinstance(table, Table) else table, 0))
 
     def _array(self, table: Table, column: str) -> zarr.Array:
         return self._group[f"{table.group}/{column}"]
 
-    def read(self, table: str, columns: Iterable[str] | None = None,
+    def read(self, table: TableRef, columns: Iterable[str] | None = None,
              rows: slice | np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Committed rows of a table (all, a slice, or sorted integer indices)."""
-        spec = TABLES[table]
-        n = self.length(table)
-        names = list(columns) if columns is not None else [c.name for c in spec.columns]
+        """Committed rows of a table (all, a slice, or sorted integer indices). A table the
+        store does not hold (a recipe's table in another recipe's store) reads as empty."""
+        spec = self._table(table)
+        n = self.length(spec)
+        names = list(columns) if columns is not None else list(spec.names)
+        if n == 0 or spec.name not in self._layout:
+            return spec.empty(names)
         out = {}
         for name in names:
             spec.column(name)
-            if n == 0:
-                column = spec.column(name)
-                out[name] = np.empty((0, *column.inner_shape), dtype=object if column.dtype == "str" else column.dtype)
-                continue
             array = self._array(spec, name)
             if rows is None:
                 values = array[:n]
@@ -147,6 +197,18 @@ class CampaignStore:
             out[name] = np.asarray(values)
         return out
 
+    def read_structures(self, shape: StructureTables, rows: slice | np.ndarray | None = None,
+                        frame_columns: Iterable[str] | None = None,
+                        atom_columns: Iterable[str] | None = None) -> StructureBlock:
+        """Rows of a ragged structures table and the atoms of those rows (read as one range)."""
+        names = None if frame_columns is None else [*frame_columns, "n_atoms", "atom_start"]
+        frames = self.read(shape.frames, names, rows)
+        if len(frames["n_atoms"]) == 0:
+            return StructureBlock(frames, shape.atoms.empty(atom_columns), 0)
+        first = int(frames["atom_start"].min())
+        last = int((frames["atom_start"] + frames["n_atoms"]).max())
+        return StructureBlock(frames, self.read(shape.atoms, atom_columns, slice(first, last)), first)
+
     # -- writing -----------------------------------------------------------------------------
     def append(self, blocks: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Append rows to several tables as one transaction (data first, then the commit)."""
@@ -154,8 +216,8 @@ class CampaignStore:
             raise StoreError("store was opened read-only")
         new_committed = dict(self._committed)
         for table_name, columns in blocks.items():
-            table = TABLES[table_name]
-            missing = {c.name for c in table.columns} - set(columns)
+            table = self._table(table_name)
+            missing = set(table.names) - set(columns)
             if missing:
                 raise StoreError(f"append to {table_name!r} lacks columns {sorted(missing)}")
             lengths = {len(v) for v in columns.values()}
@@ -183,3 +245,6 @@ class CampaignStore:
                          "started_unix": time.time(), **info})
         self._group.attrs.update({"launches": launches, "spec": info.get("spec", {})})
         return index
+
+
+__all__ = ["CampaignStore", "Column", "Table"]

@@ -1,6 +1,5 @@
-"""Recipes turn a validated spec into stages. Building a recipe reads and checks every input
-before anything is written, so a bad structure file leaves the store untouched."""
+"""The built-in recipes, one module per kind; importing this package registers them
+(campaign/recipe.py). Building a recipe's plan reads and checks every input before anything is
+written, so a bad structure file leaves the store untouched."""
 
-from campaign.recipes.label import label_stages
-
-__all__ = ["label_stages"]
+from campaign.recipes import active_learning, label  # noqa: F401 - registered on import

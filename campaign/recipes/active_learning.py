@@ -14,28 +14,33 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
+from pydantic import Field, model_validator
 
-from campaign.keys import task_key
+from campaign.keys import derive_seed, task_key
+from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.label import label_items, labeled_frame_rows
 from campaign.recipes.structures import load_structures
-from campaign.runner import StageRun, record_plan
-from campaign.spec import ActiveLearningRecipe, CampaignSpec
+from campaign.report import save_figure
+from campaign.runner import StageRun
+from campaign.spec import CampaignSpec, RecipeSpec, StrictModel, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from storage.frames import LabeledFrame, frame_blocks, iter_frames
 from storage.ledger import done_keys
-from storage.schema import AL_MODELS
+from storage.schema import LABELED
+from storage.tables import columnar, structure_rows, structure_tables
 from tasks.active.explore import CommitteeFiles, ExploredFrames, ExploreJob, ExploreSettings, explore_batch
 from tasks.active.initial import antisite, dimers, isolated_atoms, relax_batch, slab, vacancy
-from tasks.active.select import (ACCURATE, CANDIDATE, FAILED, classify, deviation_histogram, select_candidates,
-                                 structure_fingerprints)
+from tasks.active.select import (ACCURATE, CANDIDATE, FAILED, HISTOGRAM_EDGES_EV_PER_A, classify,
+                                 deviation_histogram, select_candidates, structure_fingerprints)
 from tasks.active.training import MemberJob, TrainingFrame, train_batch
 from tasks.labeling import label_batch, labeler_settings_json
 from tasks.nnp.model import BehlerParrinello
@@ -45,6 +50,163 @@ from tasks.structures import Structure
 VERSION = 1
 MODELS_DIR = "models"
 
+
+# -- the spec -------------------------------------------------------------------------------------
+class DefectSpec(StrictModel):
+    """Point defects cut into copies of the first initial structure."""
+
+    kind: Literal["vacancy", "antisite"]
+    species: str
+    count: int = Field(1, ge=1, description="vacancy: atoms removed together (2 on MoS2's S: V_S2)")
+    replacement: str | None = Field(None, description="antisite: the element put on a species site")
+    copies: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _antisite_needs_replacement(self) -> "DefectSpec":
+        if self.kind == "antisite" and not self.replacement:
+            raise ValueError("an antisite needs replacement")
+        return self
+
+
+class SlabSpec(StrictModel):
+    """Slab cuts of the first initial structure normal to a cell vector, one per shift."""
+
+    axis: int = Field(2, ge=0, le=2)
+    shifts: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
+    vacuum_A: float = Field(16.0, gt=15.0, description="empty space added along the cut (> 15 Å)")
+
+
+class RelaxSpec(StrictModel):
+    """Labeler relaxations of the first ``count`` initial structures, thinned by farthest-point
+    sampling on the path's energies."""
+
+    count: int = Field(1, ge=1)
+    max_steps: int = Field(20, ge=1)
+    fmax_eV_per_A: float = Field(0.05, gt=0)
+    keep_fraction: float = Field(0.7, gt=0, le=1)
+
+
+class InitialData(StrictModel):
+    structures: list[StructureSource] = Field(..., min_length=1)
+    defects: list[DefectSpec] = Field(default_factory=list)
+    slabs: SlabSpec | None = None
+    dimer_distances_A: list[float] = Field(default_factory=list)
+    isolated_atoms: bool = True
+    relax: RelaxSpec | None = None
+    seed: int = 0
+
+
+class CommitteeSpec(StrictModel):
+    members: int = Field(4, ge=2, description="4 as in the MoS2 study, 2 as in the Cr(1-x)S study")
+    hidden: list[int] = Field(default_factory=lambda: [32, 32], min_length=1)
+    radial_cutoff_A: float = Field(5.5, gt=0)
+    angular_cutoff_A: float = Field(4.0, gt=0)
+    max_epochs: int = Field(200, ge=1)
+    patience_epochs: int = Field(40, ge=1)
+    frames_per_step: int = Field(8, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    lr_decay_per_epoch: float = Field(0.99, gt=0, le=1)
+    energy_weight: float = Field(1.0, ge=0)
+    force_weight: float = Field(10.0, ge=0)
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = Field("auto", description="auto: the worker's GPU when it has one")
+    warm_start: bool = Field(True, description="start each member from its model of the previous iteration")
+
+
+class ExploreSpec(StrictModel):
+    structures: list[StructureSource] = Field(..., min_length=1)
+    temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 600.0, 900.0, 1200.0], min_length=1)
+    strains: list[float] = Field(default_factory=lambda: [-0.1, -0.05, 0.0, 0.05, 0.1], min_length=1)
+    steps: int = Field(200, ge=1)
+    frame_every: int = Field(10, ge=1)
+    timestep_fs: float = Field(1.0, gt=0)
+    friction_per_fs: float = Field(0.01, gt=0)
+    relax: bool = Field(True, description="also fixed-cell FIRE relaxations of the strained cells")
+    relax_steps: int = Field(100, ge=1)
+
+
+class ActiveLearningSpec(RecipeSpec):
+    """DP-GEN's loop: train a committee, explore, select by force deviation, label, repeat."""
+
+    kind: Literal["active_learning"]
+    initial: InitialData
+    committee: CommitteeSpec = CommitteeSpec()
+    explore: ExploreSpec
+    trust_lo: float = Field(0.05, ge=0, description="eV/Å: frames below are accurate")
+    trust_hi: float = Field(0.15, gt=0, description="eV/Å: frames at or above have failed")
+    max_candidates: int = Field(50, ge=1, description="labels per iteration")
+    min_separation: int = Field(20, ge=0, description="steps between two chosen snapshots of one run")
+    label_quorum: float = Field(0.95, gt=0, le=1, description="fraction of an iteration's labels before training")
+    converged_fraction: float = Field(0.99, gt=0, le=1)
+    max_iterations: int = Field(10, ge=1)
+    seed: int = 0
+    batch_size: int = Field(4, ge=1, description="structures per labeling task")
+    retries: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> "ActiveLearningSpec":
+        if self.trust_lo >= self.trust_hi:
+            raise ValueError(f"trust_lo ({self.trust_lo}) must be below trust_hi ({self.trust_hi})")
+        return self
+
+
+
+
+# -- the store tables -----------------------------------------------------------------------------
+N_DEVIATION_BINS = len(HISTOGRAM_EDGES_EV_PER_A) - 1  # 0.02 eV/Å bins from 0 to 0.5, then everything above
+
+AL_MODELS = columnar("al_models", "active_learning/models", "model", (
+    ("key", "str"),  # the training work item's key
+    ("iteration", "i4"),
+    ("member", "i4"),
+    ("seed", "i8"),
+    ("sha256", "str"),
+    ("path", "str"),  # relative to the store directory
+    ("device", "str"),
+    ("n_train", "i4"),
+    ("n_validation", "i4"),
+    ("epochs", "i4"),
+    ("train_energy_rmse_meV_per_atom", "f8"),
+    ("train_force_rmse_eV_per_A", "f8"),
+    ("test_energy_rmse_meV_per_atom", "f8"),
+    ("test_force_rmse_eV_per_A", "f8"),
+    ("wall_s", "f8"),
+), chunk_rows=1024)
+
+AL_EXPLORED = structure_tables(
+    "al_explored", "al_explored_atoms", "active_learning/explored", "explored", "explored_atom",
+    atoms_group="active_learning/explored_atoms",
+    frame_columns=(
+        ("key", "str"),  # the exploration work item that made it
+        ("iteration", "i4"),
+        ("condition", "str"),
+        ("trajectory", "str"),  # key + system: snapshots of one run share it
+        ("step", "i4"),
+        ("deviation_eV_per_A", "f8"),
+    ))
+
+AL_ITERATIONS = columnar("al_iterations", "active_learning/iterations", "iteration", (
+    ("iteration", "i4"),
+    ("n_explored", "i4"),
+    ("n_accurate", "i4"),
+    ("n_candidate", "i4"),
+    ("n_failed", "i4"),
+    ("accurate_fraction", "f8"),
+    ("candidate_fraction", "f8"),
+    ("failed_fraction", "f8"),
+    ("deviation_histogram", "i8", ("deviation_bin",), (N_DEVIATION_BINS,)),
+    ("n_training_frames", "i4"),
+    ("n_selected", "i4"),
+    ("n_labeled_before_next", "i4"),  # selected labels in when the iteration ended (quorum)
+    ("model_sha256", "str"),  # comma-separated, member order
+    ("test_energy_rmse_meV_per_atom", "f8"),  # committee mean
+    ("test_force_rmse_eV_per_A", "f8"),
+    ("train_s", "f8"),
+    ("explore_s", "f8"),
+    ("label_s", "f8"),
+    ("converged", "bool"),
+    ("finished_unix", "f8"),
+), chunk_rows=256)
 
 def candidate_source(iteration: int) -> str:
     return f"al-iter{iteration}"
@@ -57,7 +219,7 @@ def candidate_iteration(source: str) -> int:
 
 
 # -- initial data ---------------------------------------------------------------------------------
-def initial_structures(recipe: ActiveLearningRecipe, base: list[Structure], explore: list[Structure]) -> list[Structure]:
+def initial_structures(recipe: ActiveLearningSpec, base: list[Structure], explore: list[Structure]) -> list[Structure]:
     """The initial structures ``base`` (as the spec's sources give them) and what is cut from or
     added to them: defects and slabs of the first one, dimers and isolated atoms of every element
     of ``base`` and the exploration structures ``explore``."""
@@ -100,7 +262,7 @@ def relax_frame_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, 
                            energy_eV=snap["energy_eV"], forces_eV_per_A=snap["forces_eV_per_A"],
                            stress_eV_per_A3=snap["stress_eV_per_A3"])
               for item, o in zip(items, outcomes) for snap in o.value]
-    return frame_blocks(frames, atom_start=store.length("atoms"))
+    return frame_blocks(frames, atom_start=store.length(LABELED.atoms))
 
 
 def initial_stages(spec: CampaignSpec) -> list[Stage]:
@@ -124,7 +286,7 @@ def initial_stages(spec: CampaignSpec) -> list[Stage]:
 
 
 # -- training -------------------------------------------------------------------------------------
-def train_settings(recipe: ActiveLearningRecipe) -> TrainSettings:
+def train_settings(recipe: ActiveLearningSpec) -> TrainSettings:
     c = recipe.committee
     return TrainSettings(hidden=tuple(c.hidden), radial_cutoff_A=c.radial_cutoff_A, angular_cutoff_A=c.angular_cutoff_A,
                          max_epochs=c.max_epochs, frames_per_step=c.frames_per_step, learning_rate=c.learning_rate,
@@ -140,7 +302,7 @@ def dataset(store: CampaignStore, iteration: int) -> list[LabeledFrame]:
 
 
 def model_rows(store: CampaignStore) -> dict[str, dict]:
-    table = store.read("al_models")
+    table = store.read(AL_MODELS)
     return {str(k): {name: table[name][i] for name in table} for i, k in enumerate(table["key"])}
 
 
@@ -171,8 +333,16 @@ def model_file_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, *
     return {"al_models": {k: np.array(v, dtype=object if isinstance(v[0], str) else None) for k, v in rows.items()}}
 
 
+def member_seed(recipe: "ActiveLearningSpec", iteration: int, stage: str, index: int, legacy: bool = False) -> int:
+    """The seed of one member (training) or one condition (exploration) of an iteration. Stores
+    migrated from schema version 1 keep that version's rule, so their finished work keeps its keys."""
+    if legacy:
+        return recipe.seed * 10_000 + 100 * iteration + index
+    return derive_seed(recipe.seed, iteration, stage, index)
+
+
 def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], elements: tuple[str, ...],
-                previous: list[bytes] | None, gpu: bool) -> Stage:
+                previous: list[bytes] | None, gpu: bool, legacy_seeds: bool = False) -> Stage:
     recipe = spec.recipe
     settings = train_settings(recipe)
     dataset_id = hashlib.sha256("\n".join(f.key for f in frames).encode()).hexdigest()
@@ -180,7 +350,7 @@ def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], 
                               f.forces_eV_per_A) for f in frames]
     items = []
     for member in range(recipe.committee.members):
-        seed = recipe.seed * 10_000 + 100 * iteration + member
+        seed = member_seed(recipe, iteration, "train", member, legacy_seeds)
         warm = previous[member] if previous is not None and recipe.committee.warm_start else None
         key = task_key("al-train", VERSION, {"iteration": iteration, "member": member, "seed": seed,
                                              "dataset": dataset_id, "settings": dataclasses.asdict(settings),
@@ -207,24 +377,16 @@ def explored_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, *, 
         steps += list(frames.step)
         deviations += list(frames.deviation_eV_per_A)
         structures += frames.structures
-    n_atoms = np.array([s.n_atoms for s in structures], dtype=np.int32)
-    start = store.length("al_explored_atoms")
-    starts = start + np.concatenate([[0], np.cumsum(n_atoms)[:-1]]).astype(np.int64)
-    obj = functools.partial(np.array, dtype=object)
-    return {
-        "al_explored": {"key": obj(keys), "iteration": np.full(len(keys), iteration, np.int32),
-                        "condition": obj(conditions), "trajectory": obj(trajectories),
-                        "step": np.array(steps, np.int32), "deviation_eV_per_A": np.array(deviations, np.float64),
-                        "cell_A": np.array([s.cell_A for s in structures]).reshape(-1, 3, 3),
-                        "pbc": np.array([s.pbc for s in structures]).reshape(-1, 3), "n_atoms": n_atoms,
-                        "atom_start": starts},
-        "al_explored_atoms": {"numbers": np.concatenate([s.numbers for s in structures]).astype(np.int16),
-                              "positions_A": np.concatenate([s.positions_A for s in structures])},
-    }
+    return structure_rows(
+        AL_EXPLORED, numbers=[s.numbers for s in structures], positions_A=[s.positions_A for s in structures],
+        cell_A=[s.cell_A for s in structures], pbc=[s.pbc for s in structures],
+        atom_start=store.length(AL_EXPLORED.atoms),
+        frame_values={"key": keys, "iteration": [iteration] * len(keys), "condition": conditions,
+                      "trajectory": trajectories, "step": steps, "deviation_eV_per_A": deviations})
 
 
 def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], structures: list[Structure],
-                  gpu: bool) -> Stage:
+                  gpu: bool, legacy_seeds: bool = False) -> Stage:
     """``structures``: the recipe's exploration structures, loaded once per launch."""
     recipe = spec.recipe
     e = recipe.explore
@@ -235,7 +397,7 @@ def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], struc
     shas = [hashlib.sha256(m).hexdigest() for m in models]
     items = []
     for t_index, temperature in enumerate(temperatures):
-        seed = recipe.seed * 10_000 + 100 * iteration + t_index
+        seed = member_seed(recipe, iteration, "explore", t_index, legacy_seeds)
         job = ExploreJob(structures, tuple(e.strains), temperature, seed)
         key = task_key("al-explore", VERSION, {"iteration": iteration, "models": shas, "temperature_K": temperature,
                                                "structures": [s.canonical() for s in structures],
@@ -249,45 +411,34 @@ def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], struc
 
 
 def read_explored(store: CampaignStore, keys: set[str]) -> tuple[dict, list[Structure]]:
-    table = store.read("al_explored")
-    rows = np.array([i for i, k in enumerate(table["key"]) if str(k) in keys], dtype=np.int64)
-    picked = {name: values[rows] for name, values in table.items()}
-    first = int(picked["atom_start"].min()) if len(rows) else 0
-    last = int((picked["atom_start"] + picked["n_atoms"]).max()) if len(rows) else 0
-    atoms = store.read("al_explored_atoms", rows=slice(first, last))
-    structures = [Structure(atoms["numbers"][s - first:s - first + n].astype(np.int64),
-                            atoms["positions_A"][s - first:s - first + n], picked["cell_A"][i], picked["pbc"][i])
-                  for i, (s, n) in enumerate(zip(picked["atom_start"], picked["n_atoms"]))]
+    rows = np.array([i for i, k in enumerate(store.read(AL_EXPLORED.frames, ["key"])["key"]) if str(k) in keys],
+                    dtype=np.int64)
+    block = store.read_structures(AL_EXPLORED, rows)
+    picked = block.frames
+    structures = [Structure(block.atom_values("numbers", i).astype(np.int64), block.atom_values("positions_A", i),
+                            picked["cell_A"][i], picked["pbc"][i]) for i in range(len(block))]
     # one order whatever the arrival order of the exploration tasks
     order = sorted(range(len(rows)), key=lambda i: (str(picked["trajectory"][i]), int(picked["step"][i])))
     return {name: values[order] for name, values in picked.items()}, [structures[i] for i in order]
 
 
 # -- the loop -------------------------------------------------------------------------------------
-def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch_index: int,
-                        initial: Sequence[Stage], *, progress: bool = True,
-                        health_check: Callable[[], None] | None = None, gpu: bool = False,
-                        say: Callable[[str], None] = print) -> None:
+def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
     """Run (or resume) the loop; ``initial`` are the stages of initial_stages(spec)."""
-    recipe: ActiveLearningRecipe = spec.recipe
-
-    def run(stage: Stage, quorum: float = 1.0, stragglers: Sequence[StageRun] = ()) -> StageRun:
-        record_plan(store, [stage])
-        r = StageRun(client, store, stage, launch_index, progress=progress)
-        r.wait(quorum, health_check=health_check, also=stragglers)
-        return r
-
+    spec, store, run, gpu = context.spec, context.store, context.run, context.gpu
+    recipe: ActiveLearningSpec = spec.recipe
+    legacy = store.attrs.get("migrated_from") == 1
     for stage in initial:
         run(stage)
     explore_structures = load_structures(list(recipe.explore.structures))
     elements = campaign_elements(load_structures(list(recipe.initial.structures)), explore_structures)
-    recorded = set(store.read("al_iterations", ["iteration"])["iteration"].tolist())
+    recorded = set(store.read(AL_ITERATIONS, ["iteration"])["iteration"].tolist())
     stragglers: list[StageRun] = []
     previous: list[bytes] | None = None
     for k in range(recipe.max_iterations):
         t0 = time.monotonic()
         frames = dataset(store, k)
-        stage = train_stage(spec, k, frames, elements, previous, gpu)
+        stage = train_stage(spec, k, frames, elements, previous, gpu, legacy)
         run(stage, 1.0, stragglers)
         rows = model_rows(store)
         missing = [item.key for item in stage.items if item.key not in rows]
@@ -297,7 +448,7 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
         members = [rows[item.key] for item in stage.items]
         models = [(store.directory / str(m["path"])).read_bytes() for m in members]
         t1 = time.monotonic()
-        stage = explore_stage(spec, k, models, explore_structures, gpu)
+        stage = explore_stage(spec, k, models, explore_structures, gpu, legacy)
         run(stage, 1.0, stragglers)
         explored, structures = read_explored(store, {item.key for item in stage.items} & done_keys(store))
         t2 = time.monotonic()
@@ -327,7 +478,7 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
         t3 = time.monotonic()
         if k not in recorded:
             hist = deviation_histogram(explored["deviation_eV_per_A"])
-            store.append({"al_iterations": {
+            store.append({AL_ITERATIONS.name: {
                 "iteration": np.array([k], np.int32), "n_explored": np.array([len(status)], np.int32),
                 "n_accurate": np.array([counts[ACCURATE]], np.int32),
                 "n_candidate": np.array([counts[CANDIDATE]], np.int32),
@@ -342,10 +493,132 @@ def run_active_learning(spec: CampaignSpec, store: CampaignStore, client, launch
                 "test_force_rmse_eV_per_A": np.array([np.mean([m["test_force_rmse_eV_per_A"] for m in members])]),
                 "train_s": np.array([t1 - t0]), "explore_s": np.array([t2 - t1]), "label_s": np.array([t3 - t2]),
                 "converged": np.array([converged]), "finished_unix": np.array([time.time()])}})
-        say(f"iteration {k}: {len(frames)} training frames, accurate {accurate:.3f} of {len(status)} explored, "
+        context.say(f"iteration {k}: {len(frames)} training frames, accurate {accurate:.3f} of {len(status)} explored, "
             f"{len(chosen)} selected" + (" - converged" if converged else ""))
         previous = models
         if converged:
             break
     for r in stragglers:  # late labels are kept: the next launch's first dataset has them
-        r.wait(1.0, health_check=health_check)
+        r.wait(1.0, health_check=context.health_check)
+
+
+# -- status and report ----------------------------------------------------------------------------
+ITERATION_COLUMNS = ("iteration", "n_training_frames", "test_energy_rmse_meV_per_atom", "test_force_rmse_eV_per_A",
+                     "n_explored", "accurate_fraction", "candidate_fraction", "failed_fraction", "n_selected",
+                     "n_labeled_before_next", "train_s", "explore_s", "label_s", "converged")
+
+
+def iteration_table(store: CampaignStore) -> list[dict]:
+    """One row per finished iteration."""
+    table = store.read(AL_ITERATIONS, ITERATION_COLUMNS)
+    return [{c: table[c][i].item() for c in ITERATION_COLUMNS} for i in range(store.length(AL_ITERATIONS))]
+
+
+def iteration_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", f"{'iter':>4}{'frames':>8}{'E meV/at':>10}{'F eV/Å':>8}{'explored':>10}{'accurate':>10}"
+                 f"{'cand.':>7}{'failed':>8}{'picked':>8}{'in time':>8}{'train s':>9}{'expl. s':>8}{'label s':>8}"]
+    for r in rows:
+        lines.append(f"{r['iteration']:>4}{r['n_training_frames']:>8}{r['test_energy_rmse_meV_per_atom']:>10.1f}"
+                     f"{r['test_force_rmse_eV_per_A']:>8.3f}{r['n_explored']:>10}{r['accurate_fraction']:>10.3f}"
+                     f"{r['candidate_fraction']:>7.3f}{r['failed_fraction']:>8.3f}{r['n_selected']:>8}"
+                     f"{r['n_labeled_before_next']:>8}{r['train_s']:>9.1f}{r['explore_s']:>8.1f}{r['label_s']:>8.1f}"
+                     + ("  converged" if r["converged"] else ""))
+    return lines
+
+
+def write_figures(store: CampaignStore, out_dir: Path) -> list[Path]:
+    """deviation_histograms.png  force-deviation histogram per iteration, trust window marked
+    fractions.png             accurate / candidate / failed fractions over iterations
+    parity_energy.png         committee mean vs labeler, energy per atom, every labeled frame
+    parity_forces.png         committee mean vs labeler, force components"""
+    from campaign.report import pyplot
+
+    plt = pyplot()
+    it = store.read(AL_ITERATIONS)
+    if len(it["iteration"]) == 0:
+        raise ValueError(f"{store.directory} has no finished active-learning iteration to report")
+    spec = store.attrs.get("spec", {}).get("recipe", {})
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    centres = 0.5 * (HISTOGRAM_EDGES_EV_PER_A[:-2] + HISTOGRAM_EDGES_EV_PER_A[1:-1])
+    width = HISTOGRAM_EDGES_EV_PER_A[1] - HISTOGRAM_EDGES_EV_PER_A[0]
+    for k, hist in zip(it["iteration"], it["deviation_histogram"]):
+        ax.step(np.append(centres, centres[-1] + width), hist[:N_DEVIATION_BINS] / max(1, hist.sum()),
+                where="mid", label=f"iteration {k}")
+    for name in ("trust_lo", "trust_hi"):
+        if name in spec:
+            ax.axvline(spec[name], color="grey", linestyle="--")
+    ax.set(xlabel="max force deviation (eV/Å), last bin: above 0.5", ylabel="fraction of explored frames")
+    ax.legend()
+    written.append(save_figure(fig, out_dir / "deviation_histograms.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("accurate", "candidate", "failed"):
+        ax.plot(it["iteration"], it[f"{name}_fraction"], marker="o", label=name)
+    ax.set(xlabel="iteration", ylabel="fraction of explored frames", ylim=(0, 1))
+    ax.legend()
+    written.append(save_figure(fig, out_dir / "fractions.png"))
+
+    written += _parity(store, it, out_dir, plt)
+    return written
+
+
+def _parity(store: CampaignStore, it: dict, out_dir: Path, plt) -> list[Path]:
+    """The last iteration's committee on every labeled frame."""
+    from campaign.export import frame_to_atoms
+    from tasks.nnp.batch import AtomsBatch
+    from tasks.nnp.committee import Committee
+
+    models = store.read(AL_MODELS)
+    last = models["iteration"] == models["iteration"].max()
+    committee = Committee([BehlerParrinello.load(store.directory / str(p)) for p in models["path"][last]])
+    e_ref, e_model, f_ref, f_model = [], [], [], []
+    frames = iter_frames(store)
+    # many frames per evaluation: the batched engine, in chunks that keep memory bounded
+    while chunk := list(itertools.islice(frames, 256)):
+        batch = AtomsBatch.from_atoms([frame_to_atoms(f) for f in chunk])
+        out = committee(batch)
+        n_atoms = batch.n_atoms
+        e_ref.append(np.array([f.energy_eV for f in chunk]) / n_atoms)
+        e_model.append(out["energy"].numpy() / n_atoms)
+        f_ref += [f.forces_eV_per_A.reshape(-1) for f in chunk]
+        f_model.append(out["forces"].numpy().reshape(-1))
+    e_ref, e_model = np.concatenate(e_ref), np.concatenate(e_model)
+    written = []
+    for name, ref, pred, unit in (("energy", e_ref, e_model, "eV/atom"),
+                                  ("forces", np.concatenate(f_ref), np.concatenate(f_model), "eV/Å")):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.scatter(ref, pred, s=4)
+        lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
+        ax.plot([lo, hi], [lo, hi], color="grey")
+        rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
+        ax.set(xlabel=f"labeler {name} ({unit})", ylabel=f"committee {name} ({unit})",
+               title=f"iteration {int(it['iteration'][-1])}: RMSE {rmse:.3g} {unit}")
+        written.append(save_figure(fig, out_dir / f"parity_{name}.png"))
+    return written
+
+
+@register
+class ActiveLearningRecipe(Recipe):
+    kind = "active_learning"
+    spec = ActiveLearningSpec
+    tables = (AL_MODELS, *AL_EXPLORED.tables, AL_ITERATIONS)
+
+    def plan(self, spec: CampaignSpec) -> list[Stage]:
+        return initial_stages(spec)
+
+    def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
+        run_active_learning(context, stages)
+        return []
+
+    def status(self, store: CampaignStore) -> dict:
+        return {"iterations": iteration_table(store)}
+
+    def format_status(self, status: dict) -> list[str]:
+        return iteration_lines(status.get("iterations", []))
+
+    def report(self, store: CampaignStore, out_dir: Path) -> list[Path]:
+        return write_figures(store, out_dir)

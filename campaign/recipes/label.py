@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Literal, Sequence
+
+from pydantic import Field
 
 from campaign.keys import task_key
+from campaign.recipe import Recipe, register
 from campaign.recipes.structures import load_structures
-from campaign.spec import CampaignSpec
+from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from storage.frames import LabeledFrame, frame_blocks
@@ -18,6 +21,15 @@ from tasks.structures import Structure
 
 LABEL_TASK = "label"
 LABEL_VERSION = 1
+
+
+class LabelSpec(RecipeSpec):
+    """Label every structure once with the campaign's labeler."""
+
+    kind: Literal["label"] = "label"
+    structures: list[StructureSource] = Field(..., min_length=1)
+    batch_size: int = Field(8, ge=1, description="structures per task: aim for tasks of a second or more")
+    retries: int = Field(2, ge=0, description="resubmissions of a task whose worker was lost")
 
 
 def label_items(structures: Sequence[Structure], labeler) -> list[WorkItem]:
@@ -41,6 +53,15 @@ def labeled_frame_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes
         for item, o in zip(items, outcomes)
     ]
     return frame_blocks(frames, atom_start=store.length("atoms"))
+
+
+@register
+class LabelRecipe(Recipe):
+    kind = "label"
+    spec = LabelSpec
+
+    def plan(self, spec: CampaignSpec) -> list[Stage]:
+        return label_stages(spec)
 
 
 def label_stages(spec: CampaignSpec) -> list[Stage]:
