@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from campaign.recipe import recipe_for
+from campaign.errors import SpecError
+from campaign.recipe import Recipe, recipe_for
 from campaign.report import store_recipe_kind
 from storage import CampaignStore
 from storage.ledger import failures, stage_summary
@@ -22,8 +23,17 @@ def campaign_status(store: CampaignStore, max_failures: int = 20) -> dict:
         "stages": stage_summary(store),
         "failures": [{k: f[k] for k in ("key", "stage", "error", "error_kind", "worker")}
                      for f in failures(store, limit=max_failures)],
-        **recipe_for(kind).status(store),
+        **_recipe(kind).status(store),
     }
+
+
+def _recipe(kind: str) -> Recipe:
+    """The store's recipe; one this installation does not know (a plug-in that is not installed
+    here) still gets the stages and failures, without the recipe's own sections."""
+    try:
+        return recipe_for(kind)
+    except SpecError:
+        return Recipe()
 
 
 def format_status(status: dict) -> str:
@@ -32,7 +42,7 @@ def format_status(status: dict) -> str:
              f"{'stage':<16}{'done':>8}{'failed':>8}{'pending':>9}"]
     for stage, c in status["stages"].items():
         lines.append(f"{stage:<16}{c['done']:>8}{c['failed']:>8}{c['pending']:>9}")
-    lines += recipe_for(status["recipe"]).format_status(status)
+    lines += _recipe(status["recipe"]).format_status(status)
     if status["failures"]:
         lines += ["", "failed items (a relaunch retries them):"]
         lines += [f"  {f['stage']} {f['key'][:12]}  [{f['error_kind']}] {f['error']}" for f in status["failures"]]
