@@ -20,6 +20,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
+
+from storage.integrity import check_chunks, damaged_read, open_root
 
 from storage.errors import StoreError
 from storage.lock import StoreLock
@@ -57,8 +60,10 @@ class CampaignStore:
         path = directory / ZARR_NAME
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{directory} is not a campaign store (no {ZARR_NAME} inside)")
-        group = zarr.open_group(path, mode="r")
-        return cls(directory, group, None, _layout_of(group, directory))
+        group = open_root(path, "r")
+        store = cls(directory, group, None, _layout_of(group, directory))
+        check_chunks(store._group, store._layout, store._committed, path)
+        return store
 
     @classmethod
     def open_for_writing(cls, directory: str | os.PathLike, campaign: str,
@@ -74,12 +79,16 @@ class CampaignStore:
             if foreign:
                 raise StoreError(f"{directory} is not empty and holds no campaign store ({', '.join(foreign[:5])}); "
                                  "choose another store path")
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = StoreLock(directory / LOCK_NAME).acquire()
         try:
-            group = zarr.open_group(zarr_path, mode="a")
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = StoreLock(directory / LOCK_NAME).acquire()
+        except OSError as exc:
+            raise StoreError(f"cannot open store {directory} for writing: {exc.strerror or exc}") from None
+        try:
+            group = open_root(zarr_path, "a")
             if "schema_version" in group.attrs:
                 layout = _layout_of(group, directory)
+                check_chunks(group, layout, dict(group.attrs.get("committed", {})), zarr_path, checksums=True)
                 owner = group.attrs.get("campaign")
                 if owner != campaign:
                     raise StoreError(f"store {directory} belongs to campaign {owner!r}, not {campaign!r}")
@@ -95,6 +104,9 @@ class CampaignStore:
             store.declare([*CORE_TABLES, *tables])
             store._truncate_uncommitted()
             return store
+        except OSError as exc:
+            lock.release()
+            raise StoreError(f"cannot write to store {directory}: {exc.strerror or exc}") from None
         except BaseException:
             lock.release()
             raise
@@ -121,10 +133,12 @@ class CampaignStore:
                     continue
                 if column.name in sub:  # left by an unfinished declaration
                     del sub[column.name]
+                # a checksum on every chunk: a damaged one is an error when read, never data
                 sub.create_array(column.name, shape=(rows, *column.inner_shape),
                                  chunks=(table.chunk_rows, *column.inner_shape),
                                  dtype=str if column.dtype == "str" else column.dtype,
-                                 fill_value=column.fill_value, dimension_names=list(column.dims))
+                                 fill_value=column.fill_value, dimension_names=list(column.dims),
+                                 compressors=(zarr.codecs.ZstdCodec(), Crc32cCodec()))
                 columns.append(column)
             layout[table.name] = Table(table.name, table.group, table.dim, table.chunk_rows, tuple(columns))
         if layout != self._layout:
@@ -172,7 +186,9 @@ class CampaignStore:
         return int(self._committed.get(table.name if isinstance(table, Table) else table, 0))
 
     def _array(self, table: Table, column: str) -> zarr.Array:
-        return self._group[f"{table.group}/{column}"]
+        # every chunk is written, even one that holds only fill values, so that a missing chunk
+        # below the committed length always means damage (storage/integrity.py)
+        return self._group[f"{table.group}/{column}"].with_config({"write_empty_chunks": True})
 
     def read(self, table: TableRef, columns: Iterable[str] | None = None,
              rows: slice | np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -187,13 +203,14 @@ class CampaignStore:
         for name in names:
             spec.column(name)
             array = self._array(spec, name)
-            if rows is None:
-                values = array[:n]
-            elif isinstance(rows, slice):
-                start, stop, _ = rows.indices(n)
-                values = array[start:stop]
-            else:
-                values = array.get_orthogonal_selection((np.asarray(rows, dtype=np.int64),))
+            with damaged_read(self.directory, spec, name):
+                if rows is None:
+                    values = array[:n]
+                elif isinstance(rows, slice):
+                    start, stop, _ = rows.indices(n)
+                    values = array[start:stop]
+                else:
+                    values = array.get_orthogonal_selection((np.asarray(rows, dtype=np.int64),))
             out[name] = np.asarray(values)
         return out
 
@@ -211,9 +228,18 @@ class CampaignStore:
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, blocks: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """Append rows to several tables as one transaction (data first, then the commit)."""
+        """Append rows to several tables as one transaction (data first, then the commit). A
+        write that fails (a full disk) leaves the store as it was committed: its rows lie past
+        the commit pointer, and the next writer drops them."""
         if self._lock is None:
             raise StoreError("store was opened read-only")
+        try:
+            self._append(blocks)
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.directory}: {exc.strerror or exc}; what was "
+                             "committed before is intact, and a relaunch redoes the rest") from None
+
+    def _append(self, blocks: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         new_committed = dict(self._committed)
         for table_name, columns in blocks.items():
             table = self._table(table_name)
@@ -243,7 +269,10 @@ class CampaignStore:
         index = len(launches)
         launches.append({"index": index, "host": socket.gethostname(), "pid": os.getpid(),
                          "started_unix": time.time(), **info})
-        self._group.attrs.update({"launches": launches, "spec": info.get("spec", {})})
+        try:
+            self._group.attrs.update({"launches": launches, "spec": info.get("spec", {})})
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.directory}: {exc.strerror or exc}") from None
         return index
 
 

@@ -1,0 +1,76 @@
+"""A damaged store is an error, never data.
+
+Zarr reads a missing chunk as fill values, so a deleted chunk would silently become NaN energies
+or a ledger that forgot finished work. The store therefore writes every chunk (also those of
+fill values only) with a CRC32C checksum, and when it is opened checks that every chunk below
+each table's committed length exists; opened for writing (a launch), it also reads every chunk
+once, which verifies the checksums, before it writes anything. Chunks written by schema
+version 1 carry no checksum and may be absent where they held only fill values: those arrays
+are not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import zarr
+from zarr.codecs import Crc32cCodec
+
+from storage.errors import StoreError
+from storage.tables import Table
+
+
+def open_root(path: Path, mode: str) -> zarr.Group:
+    try:
+        return zarr.open_group(path, mode=mode)
+    except (ValueError, KeyError, TypeError) as exc:  # unparsable or incomplete zarr.json
+        raise StoreError(f"store {path} is damaged: its root metadata {path / 'zarr.json'} cannot be read "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _checksummed(array: zarr.Array) -> bool:
+    return any(isinstance(codec, Crc32cCodec) for codec in array.compressors)
+
+
+def check_chunks(group: zarr.Group, layout: Mapping[str, Table], committed: Mapping[str, int], path: Path,
+                 checksums: bool = False) -> None:
+    """Raise StoreError naming the first missing (or, with ``checksums``, corrupt) chunk below
+    a table's committed length."""
+    for table in layout.values():
+        n = int(committed.get(table.name, 0))
+        if n == 0:
+            continue
+        for column in table.columns:
+            where = f"table {table.name!r}, column {column.name!r}"
+            try:
+                array = group[f"{table.group}/{column.name}"]
+            except (KeyError, ValueError, TypeError) as exc:
+                raise StoreError(f"store {path} is damaged: {where}: its array cannot be opened "
+                                 f"({type(exc).__name__})") from None
+            if array.shape[0] < n:
+                raise StoreError(f"store {path} is damaged: {where} has {array.shape[0]} rows, {n} committed")
+            if not _checksummed(array):
+                continue
+            rows = array.chunks[0]
+            for k in range(math.ceil(n / rows)):
+                key = array.metadata.encode_chunk_key((k,) + (0,) * (array.ndim - 1))
+                if not (path / table.group / column.name / key).is_file():
+                    raise StoreError(f"store {path} is damaged: {where}: chunk {key} (rows {k * rows}–"
+                                     f"{min(n, (k + 1) * rows) - 1}) is missing")
+                if checksums:
+                    with damaged_read(path, table, column.name, key):
+                        array[k * rows:min(n, (k + 1) * rows)]
+
+
+@contextlib.contextmanager
+def damaged_read(path: Path, table: Table, column: str, chunk: str | None = None) -> Iterator[None]:
+    """Turn a chunk that fails its checksum or cannot be decoded into a StoreError naming it."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError) as exc:
+        where = f"table {table.name!r}, column {column!r}" + (f", chunk {chunk}" if chunk else "")
+        raise StoreError(f"store {path} is damaged: {where} cannot be read ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
