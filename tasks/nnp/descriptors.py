@@ -124,11 +124,12 @@ class SymmetryParameters:
         for index, (a, b) in enumerate(s.element_pairs):
             pair_type[a, b] = pair_type[b, a] = index
         angular_etas = tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m, s.imbalzano_n))
+        # the rule at r_c = 1 Å gives η_m r_c², which each pair divides by its own cutoff squared
+        radial_eta_scale = tuple(imbalzano_etas(1.0, s.radial_m, s.imbalzano_n))
         return cls(n_elements=s.n_elements, element_pairs=tuple(s.element_pairs), pair_type=_frozen(pair_type),
                    radial_cutoff_A=_frozen(s.cutoff_table("radial")),
                    angular_cutoff_A=_frozen(s.cutoff_table("angular")),
-                   radial_eta_scale=tuple(imbalzano_etas(1.0, s.radial_m, s.imbalzano_n)),
-                   angular_eta_per_A2=angular_etas,
+                   radial_eta_scale=radial_eta_scale, angular_eta_per_A2=angular_etas,
                    angular_exponent_max=max(angular_etas) * s.angular_cutoff_A ** 2,
                    lambdas=tuple(float(x) for x in s.lambdas), zetas=tuple(int(z) for z in s.zetas))
 
