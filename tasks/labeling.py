@@ -136,16 +136,29 @@ def check_min_distance(structure: Structure, min_distance_A: float) -> None:
             f"atoms {int(i[k])} and {int(j[k])} are {d[k]:.3f} Å apart, closer than min_distance_A={min_distance_A}")
 
 
-def label_structure(structure: Structure, labeler: Any) -> Label:
-    """One single-point calculation: energy, forces and, for periodic cells, stress."""
+def structure_workdir(structure: Structure, labeler: Any) -> Path | None:
+    """Where a file-based calculator runs for this structure: ``workdir/<tag>-<digest>``, a folder
+    of its own, never the worker's working directory; None for labelers without a workdir."""
+    if not getattr(labeler, "workdir", None):
+        return None
+    return Path(labeler.workdir) / f"{structure.tag or 'structure'}-{structure_digest(structure)}"
+
+
+def labeler_atoms(structure: Structure, labeler: Any) -> Atoms:
+    """The structure as Atoms with the labeler's calculator attached, ready for any calculation
+    (single point or relaxation): the distance check, the labeler's own preparation (initial
+    magnetic moments) and its per-structure workdir."""
     check_min_distance(structure, labeler.min_distance_A)
     atoms = structure.to_atoms()
-    workdir = None
-    if getattr(labeler, "workdir", None):
-        workdir = Path(labeler.workdir) / f"{structure.tag or 'structure'}-{structure_digest(structure)}"
     if hasattr(labeler, "prepare"):
         labeler.prepare(atoms)
-    atoms.calc = labeler.calculator(workdir)
+    atoms.calc = labeler.calculator(structure_workdir(structure, labeler))
+    return atoms
+
+
+def label_structure(structure: Structure, labeler: Any) -> Label:
+    """One single-point calculation: energy, forces and, for periodic cells, stress."""
+    atoms = labeler_atoms(structure, labeler)
     energy = float(atoms.get_potential_energy())
     forces = np.asarray(atoms.get_forces(), dtype=np.float64)
     stress = np.full(6, np.nan)

@@ -2,11 +2,14 @@
 atom by atom and against autograd, and the training path (forces differentiable in the weights)
 against the inference path."""
 
+import inspect
+import io
 import itertools
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +18,22 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from tasks.nnp.batch import AtomsBatch
-from tasks.nnp.cpu_inference import cpu_outputs
+from tasks.nnp.cpu_inference import cpu_outputs, kernel_shape
+from tasks.nnp.cpu_kernels import kernel_arguments, kernels_for
 from tasks.nnp.derivatives import potential_outputs
-from tasks.nnp.descriptors import DescriptorSettings, imbalzano_etas
+from tasks.nnp.descriptors import DescriptorSettings, SymmetryParameters
 from tasks.nnp.graph import pair_vectors
+from tasks.nnp.kernel_source import KERNEL_ARGUMENTS
 from tasks.nnp.model import BehlerParrinello, ModelSettings, descriptor_features
 from tests.conftest import mos2_and_crs
 
 SETTINGS = DescriptorSettings(elements=("Mo", "S", "Cr"), radial_cutoff_A=5.0, angular_cutoff_A=4.0,
                               radial_pair_cutoffs_A={"S-S": 4.2}, angular_pair_cutoffs_A={"Mo-S": 3.5})
+# every parameter away from its default, the Imbalzano n included: both paths must read them all
+OTHER_PARAMETERS = DescriptorSettings(elements=("Mo", "S", "Cr"), radial_cutoff_A=4.6, angular_cutoff_A=3.8,
+                                      radial_pair_cutoffs_A={"Mo-S": 4.0}, angular_pair_cutoffs_A={"S-S": 3.3},
+                                      radial_m=(0, 2, 3), angular_m=(1, 3), zetas=(2, 5), lambdas=(-1, 1),
+                                      imbalzano_n=3)
 
 
 def _fc(r, rc):
@@ -31,11 +41,13 @@ def _fc(r, rc):
 
 
 def reference_features(atoms, s: DescriptorSettings) -> np.ndarray:
-    """G2/G4 of every atom by explicit loops over neighbours (ASE's neighbour list), float64."""
+    """G2/G5 of every atom by explicit loops over neighbours (ASE's neighbour list), float64, with
+    the Imbalzano rule η_m = (n^{m/n} / r_c)² written out here."""
     elements = list(s.elements)
     radial_rc, angular_rc = s.cutoff_table("radial"), s.cutoff_table("angular")
     pair_types = s.element_pairs
-    etas_ang = imbalzano_etas(s.angular_cutoff_A, s.angular_m)
+    n = s.imbalzano_n
+    etas_ang = [(n ** (m / n) / s.angular_cutoff_A) ** 2 for m in s.angular_m]
     i_all, j_all, d_all = neighbor_list("ijD", atoms, max(s.radial_cutoff_A, s.angular_cutoff_A))
     kind = np.array([elements.index(x) for x in atoms.get_chemical_symbols()])
     out = np.zeros((len(atoms), s.n_features))
@@ -44,7 +56,8 @@ def reference_features(atoms, s: DescriptorSettings) -> np.ndarray:
         js, ds = j_all[mine], d_all[mine]
         for j, d in zip(js, ds):
             r, rc = np.linalg.norm(d), radial_rc[kind[i], kind[j]]
-            for k, eta in enumerate(imbalzano_etas(rc, s.radial_m)):
+            for k, m in enumerate(s.radial_m):
+                eta = (n ** (m / n) / rc) ** 2  # the pair's own radial cutoff
                 out[i, kind[j] * len(s.radial_m) + k] += np.exp(-eta * r * r) * _fc(r, rc)
         for (ja, da), (jb, db) in itertools.combinations(zip(js, ds), 2):
             ra, rb = np.linalg.norm(da), np.linalg.norm(db)
@@ -58,9 +71,10 @@ def reference_features(atoms, s: DescriptorSettings) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("settings", [SETTINGS, OTHER_PARAMETERS], ids=["pair-cutoffs", "other-parameters"])
 @pytest.mark.parametrize("path", ["torch", "kernel"])
-def test_features_equal_the_formulas_atom_by_atom(path):
-    model = BehlerParrinello(ModelSettings(SETTINGS, hidden=(8,)))
+def test_features_equal_the_formulas_atom_by_atom(path, settings):
+    model = BehlerParrinello(ModelSettings(settings, hidden=(8,)))
     for atoms in mos2_and_crs(0.1, (2, 1, 1)):
         batch = AtomsBatch.from_atoms([atoms])
         pairs = batch.pairs(model.cutoff_A + 0.5)  # with a skin, as in MD: pairs beyond the cutoffs are skipped
@@ -69,7 +83,7 @@ def test_features_equal_the_formulas_atom_by_atom(path):
             ours = model.descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs).features()
         else:
             ours = descriptor_features(model.descriptor, species, batch, pairs)
-        np.testing.assert_allclose(ours.numpy(), reference_features(atoms, SETTINGS), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.numpy(), reference_features(atoms, settings), rtol=1e-10, atol=1e-12)
 
 
 def _members(dtype: torch.dtype) -> list[BehlerParrinello]:
@@ -210,3 +224,47 @@ def test_training_path_equals_inference_path_and_its_weight_gradient_is_exact():
             down = float(force_loss())
             weight[index] += h
         assert abs((up - down) / (2 * h) - float(grad[index])) < 1e-6 * max(1.0, abs(float(grad[index])))
+
+
+def test_model_files_of_the_previous_release_load_with_the_same_parameters():
+    """A model file written before the Imbalzano n was a setting carries no ``imbalzano_n`` and keeps
+    copies of derived parameters in its state: it loads, its features equal the formulas, it saves
+    and reloads to identical outputs; a file whose copies disagree with its settings is refused."""
+    folder = Path(__file__).parent / "data" / "v1" / "al" / "store" / "models" / "iter-000"
+    data = next(folder.glob("member-0-*.pt")).read_bytes()
+    model = BehlerParrinello.from_bytes(data)
+    assert model.settings.descriptor.imbalzano_n == 5
+    atoms = mos2_and_crs(0.1, (2, 1, 1))[0]
+    batch = AtomsBatch.from_atoms([atoms])
+    pairs = batch.pairs(model.cutoff_A)
+    features = descriptor_features(model.descriptor, model.species(batch.numbers), batch, pairs)
+    np.testing.assert_allclose(features.numpy(), reference_features(atoms, model.settings.descriptor), rtol=1e-10,
+                               atol=1e-12)
+    again = BehlerParrinello.from_bytes(model.to_bytes())
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(again(batch, pairs)[key], model(batch, pairs)[key], rtol=0, atol=0)
+
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    assert "descriptor.angular_eta" in payload["state"]
+    payload["state"]["descriptor.angular_eta"] = payload["state"]["descriptor.angular_eta"] * 1.1
+    tampered = io.BytesIO()
+    torch.save(payload, tampered)
+    with pytest.raises(RuntimeError, match="descriptor.angular_eta"):
+        BehlerParrinello.from_bytes(tampered.getvalue())
+
+
+def test_kernels_take_their_arguments_by_name():
+    """The generated def lines are written from KERNEL_ARGUMENTS; a call orders its arguments by
+    those names, and one that misses or misnames an argument is refused, not shifted."""
+    shape = kernel_shape(SymmetryParameters.from_settings(SETTINGS), torch.float64, n_models=2)
+    for kernel, names in KERNEL_ARGUMENTS.items():
+        module = kernels_for(shape, kernel)
+        for build in ("serial", "parallel"):
+            assert tuple(inspect.signature(getattr(module, f"{kernel}_{build}").py_func).parameters) == names
+        backwards = {name: k for k, name in reversed(list(enumerate(names)))}
+        assert kernel_arguments(kernel, backwards) == tuple(range(len(names)))
+        without_last = {name: 0 for name in names[:-1]}
+        with pytest.raises(TypeError, match=f"missing arguments \\['{names[-1]}'\\]"):
+            kernel_arguments(kernel, without_last)
+        with pytest.raises(TypeError, match="unexpected arguments \\['typo'\\]"):
+            kernel_arguments(kernel, {**backwards, "typo": 0})

@@ -10,7 +10,7 @@ import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS
 
-from tasks.labeling import check_min_distance
+from tasks.labeling import labeler_atoms
 from tasks.outcome import Outcome, run_each
 from tasks.structures import Structure
 
@@ -83,13 +83,10 @@ def farthest_point_indices(values: np.ndarray, fraction: float, first: int = 0) 
 
 def relaxation_path(structure: Structure, labeler: Any, max_steps: int, fmax_eV_per_A: float,
                     keep_fraction: float) -> list[dict]:
-    """Relax with the labeler (ASE BFGS); return the labeled snapshots picked from the path by
-    farthest-point sampling on their energies (first and lowest-energy snapshots always kept)."""
-    check_min_distance(structure, labeler.min_distance_A)
-    atoms = structure.to_atoms()
-    if hasattr(labeler, "prepare"):
-        labeler.prepare(atoms)
-    atoms.calc = labeler.calculator(None)
+    """Relax with the labeler (ASE BFGS), its calculator set up as for labeling (in the same
+    per-structure workdir); return the labeled snapshots picked from the path by farthest-point
+    sampling on their energies (first and lowest-energy snapshots always kept)."""
+    atoms = labeler_atoms(structure, labeler)
     path: list[dict] = []
 
     def record() -> None:

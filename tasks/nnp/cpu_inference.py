@@ -1,7 +1,7 @@
 """Energies, forces and stress of M networks on one CPU descriptor evaluation (inference).
 
 Three compiled passes and a few matrix products, instead of some forty small torch operations:
-  features kernel   pair vectors, G2 and G4 of every atom, per-pair factors kept for the gradient;
+  features kernel   pair vectors, G2 and G5 of every atom, per-pair factors kept for the gradient;
   networks          all members and their dE/dG at once (stacked.py);
   gradient kernel   dE/dG of every member → dE/dv per pair, then forces and virial.
 Training (gradients with respect to weights) and CUDA use the torch terms (descriptor_terms.py).
@@ -20,21 +20,19 @@ import torch
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.cpu_kernels import as_numpy, run_kernel, scatter_pair_gradient
 from tasks.nnp.derivatives import voigt_stress
-from tasks.nnp.descriptors import SymmetryFunctions, imbalzano_etas
+from tasks.nnp.descriptors import SymmetryFunctions, SymmetryParameters
 from tasks.nnp.feature_layout import FeatureLayout, feature_layout
 from tasks.nnp.graph import Pairs
-from tasks.nnp.kernel_source import KernelShape
+from tasks.nnp.kernel_source import KERNEL_ARGUMENTS, KernelShape
 from tasks.nnp.stacked import stacked_networks
 
 
-def kernel_shape(descriptor: SymmetryFunctions, dtype: torch.dtype, n_models: int = 0) -> KernelShape:
-    s = descriptor.settings
-    angular_etas = tuple(imbalzano_etas(s.angular_cutoff_A, s.angular_m))
-    return KernelShape(n_elements=s.n_elements, double=dtype == torch.float64,
-                       radial_eta_scale=tuple((5.0 ** (m / 5.0)) ** 2 for m in s.radial_m),
-                       angular_etas=angular_etas, angular_exponent_max=max(angular_etas) * s.angular_cutoff_A ** 2,
-                       lambdas=tuple(float(x) for x in s.lambdas), zetas=tuple(int(z) for z in s.zetas),
-                       n_models=n_models)
+def kernel_shape(parameters: SymmetryParameters, dtype: torch.dtype, n_models: int = 0) -> KernelShape:
+    """The generated kernels' constants: the descriptor's own parameters, nothing derived here."""
+    p = parameters
+    return KernelShape(n_elements=p.n_elements, double=dtype == torch.float64, radial_eta_scale=p.radial_eta_scale,
+                       angular_etas=p.angular_eta_per_A2, angular_exponent_max=p.angular_exponent_max,
+                       lambdas=p.lambdas, zetas=p.zetas, n_models=n_models)
 
 
 def _segment(pairs: Pairs, n_atoms: int) -> np.ndarray:
@@ -94,15 +92,17 @@ class KernelFeatures:
 
     def pair_gradient(self, grad: torch.Tensor) -> np.ndarray:
         """dE/dG (M, N, F), rows and columns as the features → dE/dv (P, 3, M)."""
-        d, p = self.descriptor, self.per_pair
+        p = self.per_pair
         allocate = self.workspace.array if self.workspace is not None else _fresh
         out = allocate("pair_grad", (len(p["r"]), 3, grad.shape[0]), p["r"].dtype)
         out.fill(0)
-        run_kernel(kernel_shape(d, grad.dtype, grad.shape[0]), "gradient", as_numpy(self.pairs.j), self.species,
-                   _segment(self.pairs, len(self.species)), self.row_of_atom, p["unit"], p["rad_list"],
-                   p["rad_element"], p["rad_end"], p["rdg"], p["ang_list"],
-                   p["ang_bounds"], p["ang_unit"], p["ang_inv_r"], p["aq"], p["adq"], as_numpy(d.pair_index),
-                   self.layout.radial_base, self.layout.angular_base, as_numpy(grad), out)
+        # the per-pair factors the gradient kernel reads, by the names the features kernel wrote them
+        factors = {name: p[name] for name in KERNEL_ARGUMENTS["gradient"] if name in p}
+        run_kernel(kernel_shape(self.descriptor.symmetry, grad.dtype, grad.shape[0]), "gradient",
+                   pj=as_numpy(self.pairs.j), species=self.species, segment=_segment(self.pairs, len(self.species)),
+                   row_of_atom=self.row_of_atom, pair_type=self.descriptor.symmetry.pair_type,
+                   radial_base=self.layout.radial_base, angular_base=self.layout.angular_base, grad=as_numpy(grad),
+                   pair_grad=out, **factors)
         return out
 
 
@@ -120,8 +120,8 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     n_m, n_eta = len(s.radial_m), len(s.angular_m)
     allocate = workspace.array if workspace is not None else _fresh
-    # in the features kernel's argument order. Angular slots are as many as the angular pairs, but
-    # a centre's slots start at its first pair, so they are sized by pairs.
+    # by the features kernel's argument names (kernel_source.py describes them). Angular slots are
+    # as many as the angular pairs, but a centre's slots start at its first pair, so they are sized by pairs.
     shapes = {"unit": ((n_pairs, 3), np_dtype), "r": ((n_pairs,), np_dtype), "rad_list": ((n_pairs,), np.int64),
               "rad_r": ((n_pairs,), np_dtype), "rad_rc": ((n_pairs,), np_dtype), "rad_element": ((n_pairs,), np.int64),
               "rad_end": ((n_atoms,), np.int64), "rdg": ((n_m, n_pairs), np_dtype),
@@ -133,11 +133,12 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     feature_array = allocate("features", (n_atoms, layout.n_features), np_dtype)
     feature_array.fill(0)
     features = torch.from_numpy(feature_array)
-    run_kernel(kernel_shape(descriptor, dtype), "features", as_numpy(batch.positions), as_numpy(batch.cells),
-               as_numpy(pairs.j), as_numpy(pairs.shift), as_numpy(batch.system), species_np, _segment(pairs, n_atoms),
-               row_of_atom, as_numpy(descriptor.radial_rc), as_numpy(descriptor.angular_rc),
-               as_numpy(descriptor.pair_index), layout.radial_base, layout.angular_base, *per_pair.values(),
-               feature_array)
+    p = descriptor.symmetry
+    run_kernel(kernel_shape(p, dtype), "features", positions=as_numpy(batch.positions), cells=as_numpy(batch.cells),
+               pj=as_numpy(pairs.j), shift=as_numpy(pairs.shift), atom_system=as_numpy(batch.system),
+               species=species_np, segment=_segment(pairs, n_atoms), row_of_atom=row_of_atom,
+               radial_rc=p.radial_cutoff_A, angular_rc=p.angular_cutoff_A, pair_type=p.pair_type,
+               radial_base=layout.radial_base, angular_base=layout.angular_base, out=feature_array, **per_pair)
     counts = np.bincount(species_np, minlength=s.n_elements).tolist()
     return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, layout, features, per_pair, workspace)
 

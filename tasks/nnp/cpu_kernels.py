@@ -27,7 +27,7 @@ from numba import get_num_threads, njit, set_num_threads, typeof
 from numba.core import config as numba_config
 from numba.core.compiler_lock import global_compiler_lock
 
-from tasks.nnp.kernel_source import KernelShape, kernel_source
+from tasks.nnp.kernel_source import KERNEL_ARGUMENTS, KernelShape, kernel_source
 
 # numba's default threading layer must not be entered by two threads at once
 _PARALLEL_LOCK = threading.Lock()
@@ -90,8 +90,22 @@ def _compile_with_slp(dispatcher, args) -> None:
             numba_config.SLP_VECTORIZE = before
 
 
-def run_kernel(shape: KernelShape, kernel: str, *args) -> None:
-    """``kernel`` ('features' or 'gradient') of this shape on as many threads as torch uses."""
+def kernel_arguments(kernel: str, arguments: dict[str, object]) -> tuple:
+    """``arguments`` by name → the positional order of the generated ``def`` line; a name missing
+    or unknown is an error, never a silent shift of every argument after it."""
+    names = KERNEL_ARGUMENTS[kernel]
+    missing = [name for name in names if name not in arguments]
+    unexpected = sorted(set(arguments) - set(names))
+    if missing or unexpected:
+        raise TypeError(f"{kernel} kernel: missing arguments {missing}, unexpected arguments {unexpected}; "
+                        f"it takes {names}")
+    return tuple(arguments[name] for name in names)
+
+
+def run_kernel(shape: KernelShape, kernel: str, **arguments) -> None:
+    """``kernel`` ('features' or 'gradient') of this shape, its arguments by name (KERNEL_ARGUMENTS),
+    on as many threads as torch uses."""
+    args = kernel_arguments(kernel, arguments)
     module = kernels_for(shape, kernel)
     threads = torch.get_num_threads()
     build = getattr(module, f"{kernel}_serial" if threads <= 1 else f"{kernel}_parallel")

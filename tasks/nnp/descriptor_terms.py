@@ -1,6 +1,6 @@
 """Symmetry functions with their analytic derivatives, evaluated once and contracted per model.
 
-Autograd through the G4 broadcasts costs many passes over (triplets × 18) arrays and keeps every
+Autograd through the G5 broadcasts costs many passes over (triplets × 18) arrays and keeps every
 intermediate alive; here the forward pass keeps only a few factors per pair and per triplet, and
 ``vector_grad`` turns dE/dG of any number M of models into dE/d(pair vector) in a few passes.
 That is what lets a committee share one descriptor evaluation: the factors are computed once,
@@ -12,7 +12,7 @@ inference uses the compiled kernels instead (cpu_inference.py).
 Pair vectors v (P, 3) are the only geometric input; forces and virial follow from dE/dv
 (derivatives.py). Factorisation used for the angular terms, with Q_e(r) = exp(−η_e r²) f_c(r):
 
-  G4_{e,λ,ζ} = Σ_t Q_e(r_a) Q_e(r_b) · 2^{1−ζ} (1 + λ cos θ_t)^ζ      (t = pair of pairs (a, b))
+  G5_{e,λ,ζ} = Σ_t Q_e(r_a) Q_e(r_b) · 2^{1−ζ} (1 + λ cos θ_t)^ζ      (t = pair of pairs (a, b))
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RadialTerms:
 
 @dataclass(frozen=True, eq=False)
 class AngularTerms:
-    """G4 factors per angular pair and per triplet as torch arrays: any device, and
+    """G5 factors per angular pair and per triplet as torch arrays: any device, and
     differentiable in dE/dG (training)."""
 
     a: torch.Tensor  # (T,) first angular pair of each triplet
@@ -66,8 +66,8 @@ class AngularTerms:
     # per triplet and feature k = (η, λ, ζ), contiguous: broadcasting a 6-wide inner dimension
     # against (T, 3) runs several times slower on CPU than multiplying two (T, 18) arrays
     power: torch.Tensor  # (T, n_eta·n_lz) 2^{1−ζ}(1 + λ cos)^ζ repeated over η
-    g4: torch.Tensor  # (T, n_eta·n_lz) the triplet's G4 contributions Q_e(a) Q_e(b) · power
-    dg4_dcos: torch.Tensor  # (T, n_eta·n_lz)
+    g5: torch.Tensor  # (T, n_eta·n_lz) the triplet's G5 contributions Q_e(a) Q_e(b) · power
+    dg5_dcos: torch.Tensor  # (T, n_eta·n_lz)
     dcos_da: torch.Tensor  # (T, 3) dcos/dv_a
     dcos_db: torch.Tensor  # (T, 3)
     to_channels: RowSum  # triplets → (atom, pair type) channels
@@ -76,7 +76,7 @@ class AngularTerms:
     to_pairs: RowSum  # angular pairs → the whole pair list
 
     def features(self) -> torch.Tensor:
-        return self.to_channels(self.g4)  # (channels, n_eta·n_lz)
+        return self.to_channels(self.g5)  # (channels, n_eta·n_lz)
 
     def pair_grad(self, grad: torch.Tensor) -> torch.Tensor:
         """dE/dG (channels, M, n_eta·n_lz) → dE/dv (P, M, 3). Rows (pairs, triplets) come first
@@ -86,7 +86,7 @@ class AngularTerms:
         n_tri, m_models = gt.shape[:2]
         n_lz = self.power.shape[1] // n_eta
         v = (gt * self.power[:, None, :]).reshape(n_tri, m_models, n_eta, n_lz).sum(-1)  # Σ_λζ g P
-        de_dcos = (gt * self.dg4_dcos[:, None, :]).sum(-1)  # (T, M)
+        de_dcos = (gt * self.dg5_dcos[:, None, :]).sum(-1)  # (T, M)
         # dE/dr of each angular pair: Σ_t Σ_e V_e Q_e(other pair) dQ_e/dr(this pair)
         partner = self.into_a(v * self.qb[:, None, :]) + self.into_b(v * self.qa[:, None, :])  # (Pa, M, n_eta)
         de_dr = (partner * self.dq[:, None, :]).sum(-1)  # (Pa, M)

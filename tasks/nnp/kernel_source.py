@@ -30,14 +30,31 @@ Layouts (all arrays are per batch, pairs sorted by centre atom, ``segment`` thei
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
+
+# Each kernel's parameters, in the order of its generated ``def`` line. Callers pass arguments by
+# these names (cpu_kernels.run_kernel puts them in this order), so a list written by hand can
+# never drift from the signature.
+KERNEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "features": ("positions", "cells", "pj", "shift", "atom_system", "species", "segment", "row_of_atom",
+                 "radial_rc", "angular_rc", "pair_type", "radial_base", "angular_base", "unit", "r", "rad_list",
+                 "rad_r", "rad_rc", "rad_element", "rad_end", "rdg", "ang_scratch", "ang_list", "ang_bounds",
+                 "ang_unit", "ang_r", "ang_rc", "ang_inv_r", "aq", "adq", "out"),
+    "gradient": ("pj", "species", "segment", "row_of_atom", "unit", "rad_list", "rad_element", "rad_end", "rdg",
+                 "ang_list", "ang_bounds", "ang_unit", "ang_inv_r", "aq", "adq", "pair_type", "radial_base",
+                 "angular_base", "grad", "pair_grad"),
+}
 
 
 @dataclass(frozen=True)
 class KernelShape:
+    """The numbers the generated code is specialised to, copied from descriptors.SymmetryParameters
+    (cpu_inference.kernel_shape). The cutoff tables stay arguments: other cutoffs reuse compiled code."""
+
     n_elements: int
-    radial_eta_scale: tuple[float, ...]  # η_m = scale_m / r_c² (Imbalzano rule, per pair cutoff)
-    angular_etas: tuple[float, ...]
+    radial_eta_scale: tuple[float, ...]  # η_m = scale_m / r_c² with r_c the pair's radial cutoff
+    angular_etas: tuple[float, ...]  # η_e in 1/Å²
     angular_exponent_max: float  # largest η_e r² inside the angular cutoff
     lambdas: tuple[float, ...]
     zetas: tuple[int, ...]
@@ -112,6 +129,11 @@ def _helpers(shape: KernelShape) -> str:
     return "\n".join(functions) + "\n"
 
 
+def _def_line(name: str, arguments: tuple[str, ...]) -> list[str]:
+    return textwrap.wrap(", ".join(arguments) + "):", width=118, initial_indent=f"def {name}(",
+                         subsequent_indent=" " * 8, break_long_words=False, break_on_hyphens=False)
+
+
 def _indent(lines: list[str], depth: int) -> list[str]:
     return ["    " * depth + line for line in lines]
 
@@ -154,9 +176,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         triplet.append(f"w = aq[{e}, bi]")
         triplet += [f"acc{e * n_lz + k} += w * P{k}" for k in range(n_lz)]
     lines = [
-        f"def {name}(positions, cells, pj, shift, atom_system, species, segment, row_of_atom, radial_rc, angular_rc,",
-        "        pair_type, radial_base, angular_base, unit, r, rad_list, rad_r, rad_rc, rad_element, rad_end, rdg,",
-        "        ang_scratch, ang_list, ang_bounds, ang_unit, ang_r, ang_rc, ang_inv_r, aq, adq, out):",
+        *_def_line(name, KERNEL_ARGUMENTS["features"]),
         "    for c in prange(len(segment) - 1):",
         "        s0 = segment[c]",
         "        s1 = segment[c + 1]",
@@ -290,8 +310,7 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
     combine += each_model(*(f"pair_grad[a, {xi}, {{m}}] += alpha{{m}} * ua{x} + beta{{m}}_{x} * inv_ra"
                             for xi, x in enumerate("xyz")))
     lines = [
-        f"def {name}(pj, species, segment, row_of_atom, unit, rad_list, rad_element, rad_end, rdg, ang_list,",
-        "        ang_bounds, ang_unit, ang_inv_r, aq, adq, pair_type, radial_base, angular_base, grad, pair_grad):",
+        *_def_line(name, KERNEL_ARGUMENTS["gradient"]),
         "    for c in prange(len(segment) - 1):",
         "        row = row_of_atom[c]",
         "        for q in range(np.uint64(segment[c]), np.uint64(rad_end[c])):",
