@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Annotated, Iterator, Literal, Union, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from campaign.errors import SpecError
+from campaign.spec_input import read_yaml
 from schedulers.settings import SchedulerKind, SchedulerSettings
 from tasks.labeling import Labeler, TbliteLabeler
 
@@ -207,14 +208,29 @@ def _nested_types(annotation) -> Iterator:
         yield from _nested_types(arg)
 
 
+_MAX_ERRORS_SHOWN = 20
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short_repr(value) -> str:
+    """A bounded repr of a user's input (it may be megabytes), bounded while it is built."""
+    return _cut(_REPR.repr(value))
+
+
 def format_validation_error(error: ValidationError, source: str) -> str:
     known = _field_names(CampaignSpec)
     lines = [f"{source}: invalid spec"]
-    for e in error.errors():
+    errors = error.errors()
+    for e in errors[:_MAX_ERRORS_SHOWN]:
         loc = list(e["loc"])
         if len(loc) > 1 and loc[0] == "recipe" and loc[1] in RECIPE_KINDS:
             del loc[1]  # the union's tag: the user wrote recipe.kind, not a path through it
-        where = ".".join(str(p) for p in loc) or "(top level)"
+        where = _cut(".".join(str(p) for p in loc)) or "(top level)"
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
             hint = difflib.get_close_matches(key, known, n=1)
@@ -222,7 +238,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         elif e["type"] == "missing":
             lines.append(f"  {where}: required field is missing")
         else:
-            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  {where}: {e['msg']} (got {_short_repr(e.get('input'))})")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -233,10 +251,7 @@ def load_spec(path: str | Path) -> CampaignSpec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping with keys name, store, recipe, ...")
     try:
