@@ -38,8 +38,10 @@ class GenerateSource(_Strict):
     thickness_A: float = Field(3.19, gt=0, description="mx2: chalcogen-chalcogen distance")
     vacuum_A: float = Field(7.5, ge=0, description="mx2: vacuum on each side of the layer")
     crystalstructure: str | None = Field(None, description="bulk: as ase.build.bulk names it")
-    supercell: tuple[int, int, int] = (1, 1, 1)
-    count: int = Field(1, ge=1)
+    supercell: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)],
+                     Annotated[int, Field(ge=1)]] = (1, 1, 1)
+    count: int = Field(1, ge=1, le=100_000, description="at most 100,000 copies per source: a typo of a few "
+                       "zeros must not plan gigabytes; split a larger set over several sources")
     max_strain: float = Field(0.0, ge=0, lt=0.5)
     rattle_A: float = Field(0.0, ge=0)
     vacancy_species: str | None = None
