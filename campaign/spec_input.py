@@ -87,9 +87,9 @@ def read_yaml(text: str, source: str) -> Any:
             return None
         size = expanded_size(node)
         if size > MAX_EXPANDED_SIZE:
-            raise SpecError(f"{source}: the document expands to more than {MAX_EXPANDED_SIZE:,} nodes and "
-                            "characters once its aliases are written out; a spec is a few thousand. "
-                            "Nested aliases (&name / *name) repeat what they refer to; write it out instead.")
+            raise SpecError(f"{source}: too large: more than {MAX_EXPANDED_SIZE:,} nodes and characters with its "
+                            "aliases (&name / *name) written out, where a spec is a few thousand; nested "
+                            "aliases multiply what they repeat")
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise SpecError(f"{source}: {_describe(exc)}") from None

@@ -88,7 +88,7 @@ def test_alias_bomb_is_refused_in_seconds_and_little_memory(tmp_path, where):
     assert code == 2, (code, err[-2000:])
     assert err.startswith("error: ") and "aliases" in err and len(err) < 1000, err[:2000]
     assert wall_s < 30, f"refused in seconds, took {wall_s:.0f} s"
-    assert peak_MB < 500, f"peak RSS {peak_MB:.0f} MB"
+    assert peak_MB < 700, f"peak RSS {peak_MB:.0f} MB (the interpreter and its imports take about 360)"
     assert not (tmp_path / "store").exists()
 
 
