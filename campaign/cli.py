@@ -8,8 +8,8 @@ import json
 import logging
 import signal
 import sys
-import threading
 import tempfile
+import threading
 from pathlib import Path
 
 from campaign.errors import SpecError
