@@ -264,7 +264,7 @@ def _launch(spec, log_path, **kwargs):
 def test_sigterm_commits_releases_the_lock_and_a_relaunch_finishes(tmp_path):
     n = 16
     spec = write_spec(tmp_path, structures=[small_crs(count=n, seed=21, supercell=(2, 2, 1))],
-                      scheduler={"local": {"workers": 2}})
+                      scheduler={"local": {"workers": 2, "dashboard_address": "127.0.0.1:0"}})
     store_dir = tmp_path / "store"
     proc = _launch(spec, tmp_path / "first.log")
     try:
@@ -293,7 +293,7 @@ def test_sigterm_commits_releases_the_lock_and_a_relaunch_finishes(tmp_path):
 
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     spec = write_spec(tmp_path, structures=[small_crs(count=12, seed=22, supercell=(2, 2, 1))],
-                      scheduler={"local": {"workers": 1}})
+                      scheduler={"local": {"workers": 1, "dashboard_address": "127.0.0.1:0"}})
     proc = _launch(spec, tmp_path / "log", start_new_session=True)
     try:
         while not proc.stdout.readline().startswith("Dashboard: "):
