@@ -6,8 +6,10 @@ import argparse
 import gc
 import json
 import logging
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from campaign.errors import SpecError
@@ -16,6 +18,8 @@ from storage.errors import StoreError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command stopped by Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,7 +81,7 @@ def _status(args) -> int:
     from campaign.status import campaign_status, format_status
     from storage import CampaignStore
 
-    status = campaign_status(CampaignStore.open(args.store))
+    status = campaign_status(CampaignStore.open(_store_dir(args.store)))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
@@ -87,7 +91,8 @@ def _report(args) -> int:
     from storage import CampaignStore
 
     try:
-        written = write_report(CampaignStore.open(args.store), args.out or args.store / "report")
+        store = _store_dir(args.store)
+        written = write_report(CampaignStore.open(store), args.out or store / "report")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -100,13 +105,47 @@ def _export(args) -> int:
     from campaign.export import export_frames
     from storage import CampaignStore
 
-    n = export_frames(CampaignStore.open(args.store), args.out, args.fmt)
+    n = export_frames(CampaignStore.open(_store_dir(args.store)), args.out, args.fmt)
     print(f"wrote {n} frames to {args.out}")
     return 0
 
 
+def _store_dir(path: Path) -> Path:
+    """The store directory, also when the user names its campaign.zarr folder."""
+    from storage.schema import ZARR_NAME
+
+    if path.name == ZARR_NAME and (path / "zarr.json").is_file() and not (path / ZARR_NAME).exists():
+        return path.parent
+    return path
+
+
+class Terminated(BaseException):
+    """SIGTERM (SLURM at the walltime, ``kill``), raised in the main thread so that it unwinds the
+    launch like Ctrl-C: arrived results are committed, the cluster closed, the lock released."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): results that arrived were committed; launch again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated (SIGTERM): results that arrived were committed; launch again to resume", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import distributed  # noqa: F401 - it sets its loggers up on import; quiet them after that
 

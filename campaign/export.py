@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import ase.io
@@ -26,11 +28,35 @@ def frame_to_atoms(frame: LabeledFrame) -> Atoms:
 
 
 def export_frames(store: CampaignStore, out: Path, fmt: str = "extxyz") -> int:
+    """Write every committed frame to ``out``. A regular file is written to a temporary file beside
+    it and renamed over it at the end, so a failed export leaves the previous ``out`` as it was."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not out.is_file():  # /dev/stdout, a pipe: nothing to replace
+        with open(out, "w") as handle:
+            return _write_frames(store, handle)
+    target = out.resolve() if out.is_symlink() else out
+    # O_EXCL with mode 0666: the umask applies as it would to open(out, "w"), and no other file is hit.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            count = _write_frames(store, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_frames(store: CampaignStore, handle) -> int:
     count = 0
-    with open(out, "w") as handle:
-        for frame in iter_frames(store):
-            ase.io.write(handle, frame_to_atoms(frame), format="extxyz")
-            count += 1
+    for frame in iter_frames(store):
+        ase.io.write(handle, frame_to_atoms(frame), format="extxyz")
+        count += 1
     return count

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
-from typing import Any, Iterator, Literal, Union, get_args
+from typing import Annotated, Any, Iterator, Literal, Union, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from campaign.errors import SpecError
+from campaign.spec_input import read_yaml
 from schedulers.settings import SchedulerKind, SchedulerSettings
 from tasks.labeling import Labeler, TbliteLabeler
 
@@ -39,8 +41,10 @@ class GenerateSource(StrictModel):
     thickness_A: float = Field(3.19, gt=0, description="mx2: chalcogen-chalcogen distance")
     vacuum_A: float = Field(7.5, ge=0, description="mx2: vacuum on each side of the layer")
     crystalstructure: str | None = Field(None, description="bulk: as ase.build.bulk names it")
-    supercell: tuple[int, int, int] = (1, 1, 1)
-    count: int = Field(1, ge=1)
+    supercell: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)],
+                     Annotated[int, Field(ge=1)]] = (1, 1, 1)
+    count: int = Field(1, ge=1, le=100_000, description="at most 100,000 copies per source: a typo of a few "
+                       "zeros must not plan gigabytes; split a larger set over several sources")
     max_strain: float = Field(0.0, ge=0, lt=0.5)
     rattle_A: float = Field(0.0, ge=0)
     vacancy_species: str | None = None
@@ -57,7 +61,16 @@ class GenerateSource(StrictModel):
         return self
 
 
-StructureSource = Union[FileSource, GenerateSource]
+def _source_kind(value: Any) -> str:
+    """A source with a ``file`` is a file source, any other a generated one: errors then speak of
+    the one the user meant, not of both."""
+    has_file = isinstance(value, FileSource) or (isinstance(value, dict) and "file" in value)
+    return "file-source" if has_file else "generated-source"
+
+
+_SOURCE_TAGS = ("file-source", "generated-source")
+StructureSource = Annotated[Union[Annotated[FileSource, Tag("file-source")],
+                                  Annotated[GenerateSource, Tag("generated-source")]], Discriminator(_source_kind)]
 
 
 class RecipeSpec(StrictModel):
@@ -115,11 +128,26 @@ def _nested_types(annotation) -> Iterator:
         yield from _nested_types(arg)
 
 
+_MAX_ERRORS_SHOWN = 20
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short_repr(value) -> str:
+    """A bounded repr of a user's input (it may be megabytes), bounded while it is built."""
+    return _cut(_REPR.repr(value))
+
+
 def format_validation_error(error: ValidationError, source: str, recipe: type | None = None) -> str:
     known = _field_names(CampaignSpec) | (_field_names(recipe) if recipe is not None else set())
     lines = [f"{source}: invalid spec"]
-    for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    errors = error.errors()
+    for e in errors[:_MAX_ERRORS_SHOWN]:
+        where = _cut(".".join(str(p) for p in e["loc"] if p not in _SOURCE_TAGS)) or "(top level)"
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
             hint = difflib.get_close_matches(key, known, n=1)
@@ -127,7 +155,9 @@ def format_validation_error(error: ValidationError, source: str, recipe: type | 
         elif e["type"] == "missing":
             lines.append(f"  {where}: required field is missing")
         else:
-            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  {where}: {e['msg']} (got {_short_repr(e.get('input'))})")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -138,10 +168,7 @@ def load_spec(path: str | Path) -> CampaignSpec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping with keys name, store, recipe, ...")
     try:

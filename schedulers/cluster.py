@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from distributed import Client
 
@@ -23,6 +24,7 @@ class RunningCluster:
     kind: str = "external"
     has_gpus: bool = False
     worker_start_timeout_s: float = 600.0
+    dashboard_host: str | None = None  # where the dashboard listens, when not on every interface
     _no_workers_since: float | None = field(default=None, repr=False)
 
     @classmethod
@@ -33,7 +35,12 @@ class RunningCluster:
 
     @property
     def dashboard_link(self) -> str:
-        return self.client.dashboard_link
+        """Dask names the scheduler's host; a dashboard bound to localhost answers on localhost only."""
+        link = self.client.dashboard_link
+        if self.dashboard_host:
+            parts = urlsplit(link)
+            link = parts._replace(netloc=f"{self.dashboard_host}:{parts.port}").geturl()
+        return link
 
     def n_workers(self) -> int:
         return len(self.client.scheduler_info(n_workers=-1)["workers"])
@@ -62,6 +69,12 @@ class RunningCluster:
         if self.kind != "slurm":
             return "local workers did not start"
         return squeue_report([job.job_id for job in self.cluster.workers.values() if getattr(job, "job_id", None)])
+
+
+def _bound_host(address: str) -> str | None:
+    """The host of ``host:port`` when it names one interface; None for every interface."""
+    host = address.rpartition(":")[0]
+    return None if host in ("", "0.0.0.0", "[::]", "*") else host
 
 
 def slurm_job_script(settings: SchedulerSettings, shared_directory: Path) -> str:
@@ -95,7 +108,8 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterato
             cluster.scale(jobs=slurm.jobs or 1)
         with Client(cluster) as client:
             running = RunningCluster(client, cluster, "slurm", has_gpus=settings.has_gpus,
-                                     worker_start_timeout_s=slurm.worker_start_timeout_s)
+                                     worker_start_timeout_s=slurm.worker_start_timeout_s,
+                                     dashboard_host=_bound_host(slurm.dashboard_address))
             yield running
     finally:
         cluster.close()

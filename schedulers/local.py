@@ -23,6 +23,7 @@ def local_cluster(settings: LocalSettings) -> LocalCluster:
         dashboard_address=settings.dashboard_address,
         host="127.0.0.1",
         silence_logs=logging.ERROR,
+        preload=["schedulers.worker_setup"],  # workers leave Ctrl-C to the driver
     )
     if settings.gpus:
         kwargs["resources"] = {"GPU": settings.gpus}

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, CalculatorSetupError, PropertyNotImplementedError
-from pydantic import ConfigDict, Field
+from ase.calculators.calculator import (BaseCalculator, Calculator, CalculatorSetupError,
+                                        PropertyNotImplementedError)
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass as settings_dataclass
 
 from tasks.outcome import Outcome, run_each
@@ -84,6 +85,20 @@ class AseLabeler:
     parameters: dict[str, Any] = Field(default_factory=dict)
     workdir: str | None = None
     min_distance_A: float = Field(0.5, ge=0)
+
+    @field_validator("calculator_class")
+    @classmethod
+    def _an_ase_calculator(cls, path: str) -> str:
+        """Imported where the spec is read: anything else (``subprocess.Popen``) is refused before it runs.
+        ASE's file-based codes (Espresso) derive from BaseCalculator, not Calculator."""
+        try:
+            obj = import_object(path)
+        except CalculatorSetupError as exc:
+            raise ValueError(str(exc)) from None
+        if not (isinstance(obj, type) and issubclass(obj, BaseCalculator)):
+            raise ValueError(f"{path!r} is not an ASE calculator class (a subclass of "
+                             "ase.calculators.calculator.BaseCalculator)")
+        return path
 
     def calculator(self, workdir: Path | None = None) -> Calculator:
         cls = import_object(self.calculator_class)

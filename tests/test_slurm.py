@@ -113,3 +113,30 @@ def test_active_learning_on_slurm_tags_gpu_work(tmp_path, slurm):
     assert set(ledger["status"].tolist()) == {"done"}
     assert iterations["iteration"].tolist() == [0, 1] and iterations["n_selected"].tolist() == [3, 3]
     assert devices == {"cpu"}, "device auto falls back to the CPU where CUDA is absent"
+
+
+def test_workers_retire_before_the_walltime_and_are_replaced(tmp_path, slurm):
+    """worker_lifetime shorter than the campaign: each worker job retires after 40 s (± 10 s),
+    adapt submits a replacement, and every item is still done exactly once."""
+    n = 40
+    spec = write_spec(tmp_path, structures=[small_crs(count=n, seed=23)],
+                      labeler={"kind": "ase", "calculator_class": "tests.slow_labeler.SometimesSlowTBLite",
+                               "parameters": {"delay_s": 3.0, "every": 1}},
+                      scheduler={"kind": "slurm", "slurm": {
+                          "queue": "debug", "cores": 1, "memory": "1GB", "walltime": "00:15:00",
+                          "adapt": {"minimum_jobs": 2, "maximum_jobs": 2}, "worker_lifetime": "40s",
+                          "lifetime_stagger": "10s", "worker_start_timeout_s": 120}})
+    raw = yaml.safe_load(spec.read_text())
+    raw["recipe"]["batch_size"] = 1
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    start = time.monotonic()
+    run = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall_s = time.monotonic() - start
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"Stored {n} labeled frames" in run.stdout and "0 failed" in run.stdout
+    assert "Dashboard: http://127.0.0.1:" in run.stdout, "the dashboard link is where it listens"
+    store = _exactly_once(tmp_path / "store", n)
+    ledger = store.read("ledger", ["worker", "status"])
+    workers = set(ledger["worker"].tolist())
+    assert len(workers) >= 3, f"{wall_s:.0f} s with workers {workers}: none retired and was replaced"
