@@ -36,7 +36,6 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
         self._elements = tuple(elements)
         self._dtype, self._device = dtype, torch.device(device)
         self._make = getattr(importlib.import_module(module), name)
-        self._calculator = None
 
     @property
     def cutoff_A(self) -> float:
@@ -60,9 +59,9 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
         return self
 
     def calculator(self):
-        if self._calculator is None:
-            self._calculator = self._make(**self.parameters)
-        return self._calculator
+        """A fresh calculator: one kept between systems would start an SCF from the last system's
+        solution, and results would then depend on what was evaluated before (batched ≠ one by one)."""
+        return self._make(**self.parameters)
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
                 stress: bool = False) -> dict[str, torch.Tensor]:
