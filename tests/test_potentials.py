@@ -297,3 +297,40 @@ def test_existing_model_files_keep_loading():
     data = model.to_bytes()
     assert torch.load(__import__("io").BytesIO(data), weights_only=True)["format"] == "campaign-bpnn-1"
     assert BehlerParrinello.from_bytes(data).identity() == load_potential(data).identity()
+
+
+def test_fingerprints_fall_back_to_radial_distributions_for_potentials_without_descriptors():
+    """Farthest-point selection needs fingerprints from any potential: tblite has no descriptors,
+    so per-element-pair radial distributions stand in; batched in chunks they equal one structure
+    at a time, an absent element gives zeros, and rattled copies differ."""
+    from tasks.active.initial import vacancy
+    from tasks.active.select import structure_fingerprints
+    from tasks.structures import Structure
+
+    potential = AseCalculatorPotential(*TBLITE, elements=("Mo", "S"))
+    assert getattr(potential, "fingerprints", None) is None
+    base = mx2("MoS2", size=(2, 2, 1), vacuum=6.0)
+    structures = [Structure.from_atoms(base.copy()) for _ in range(4)]
+    for k, s in enumerate(structures):
+        s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
+    structures.append(Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0))))  # no Mo left
+    batched = structure_fingerprints(potential, structures, chunk=3)
+    one_by_one = np.concatenate([structure_fingerprints(potential, [s]) for s in structures])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
+    per_pair = batched[-1].reshape(2, 2, -1)  # (centre, neighbour) in atomic-number order: S, Mo
+    assert np.all(per_pair[1] == 0) and np.all(per_pair[:, 1] == 0) and np.any(per_pair[0, 0] != 0)
+    assert len(set(map(tuple, np.round(batched[:4], 8)))) == 4
+
+
+def test_exploration_runs_with_a_committee_of_ase_calculators(tmp_path):
+    """A user's own calculator explores: committee files of two tblite adapters (different
+    electronic temperatures, so they disagree) drive the batched MD of explore()."""
+    from tasks.active.explore import CommitteeFiles, ExploreJob, ExploreSettings, explore
+    from tasks.structures import Structure
+
+    files = CommitteeFiles(tuple(AseCalculatorPotential(TBLITE[0], {**TBLITE[1], "electronic_temperature": t},
+                                                        elements=("Mo", "S")).to_bytes() for t in (300.0, 3000.0)),
+                           dtype="float64", device="cpu")
+    sheet = Structure.from_atoms(mx2("MoS2", size=(1, 1, 1), vacuum=5.0), "mos2")
+    frames = explore(ExploreJob([sheet], (0.0,), 300.0, seed=1), files, ExploreSettings(steps=2, frame_every=1))
+    assert len(frames.structures) == 2 and np.all(frames.deviation_eV_per_A > 0)
