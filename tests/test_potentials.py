@@ -334,3 +334,15 @@ def test_exploration_runs_with_a_committee_of_ase_calculators(tmp_path):
     sheet = Structure.from_atoms(mx2("MoS2", size=(1, 1, 1), vacuum=5.0), "mos2")
     frames = explore(ExploreJob([sheet], (0.0,), 300.0, seed=1), files, ExploreSettings(steps=2, frame_every=1))
     assert len(frames.structures) == 2 and np.all(frames.deviation_eV_per_A > 0)
+
+
+def test_a_file_of_an_unknown_format_is_a_clear_error(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": "someone-else-1"}, buffer)
+    with pytest.raises(ValueError, match="known format.*someone-else-1"):
+        load_potential(buffer.getvalue())
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ValueError, match="not a potential file"):
+        load_potential(tmp_path / "notes.txt")
