@@ -10,28 +10,29 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase import Atoms
+from pydantic import Field
 
-from tasks.active.training import resolve_device
 from tasks.md.integrators import langevin_step
 from tasks.md.relax import FireSettings, fire_relax
 from tasks.md.run import run
 from tasks.md.state import initial_state
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import Committee
-from tasks.nnp.model import BehlerParrinello
 from tasks.outcome import Outcome, run_each
+from tasks.potential import load_potential
+from tasks.settings import StrictModel
 from tasks.structures import Structure
 
 
-@dataclasses.dataclass(frozen=True)
-class ExploreSettings:
-    steps: int = 200
-    frame_every: int = 10
-    timestep_fs: float = 1.0
-    friction_per_fs: float = 0.01
-    relax_steps: int = 100  # FIRE steps for the fixed-cell relaxations (temperature None)
-    dtype: str = "float64"
-    device: str = "auto"
+class ExploreSettings(StrictModel):
+    """How each exploration run goes (the campaign's explore spec derives from it); the committee's
+    dtype and device travel with its files (CommitteeFiles)."""
+
+    steps: int = Field(200, ge=1)
+    frame_every: int = Field(10, ge=1)
+    timestep_fs: float = Field(1.0, gt=0)
+    friction_per_fs: float = Field(0.01, gt=0)
+    relax_steps: int = Field(100, ge=1, description="FIRE steps of the fixed-cell relaxations")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,18 +66,21 @@ def strained(structure: Structure, strain: float) -> Atoms:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CommitteeFiles:
-    """The members' model files, as one object (Dask would read a bare list argument as tasks)."""
+    """The members' potential files (any format load_potential reads) and the numbers they run
+    with, as one object (Dask would read a bare list argument as tasks). device "auto": the
+    worker's GPU when it has one."""
 
     models: tuple[bytes, ...]
+    dtype: str = "float64"
+    device: str = "auto"
 
-    def load(self, dtype: torch.dtype, device: str) -> Committee:
-        return Committee([BehlerParrinello.from_bytes(m, dtype, device) for m in self.models])
+    def load(self) -> Committee:
+        return Committee([load_potential(m, self.dtype, self.device) for m in self.models])
 
 
 def explore(job: ExploreJob, committee_files: CommitteeFiles, settings: ExploreSettings) -> ExploredFrames:
-    device = resolve_device(settings.device)
-    dtype = getattr(torch, settings.dtype)
-    committee = committee_files.load(dtype, device)
+    committee = committee_files.load()
+    dtype, device = committee.dtype, committee.device
     systems, names = [], []
     for s_index, structure in enumerate(job.structures):
         for strain in job.strains:

@@ -1,4 +1,4 @@
-"""ASE calculators for a single model and for a committee (deviations in ``results``)."""
+"""An ASE calculator over any potential (tasks/potential.py); a committee's deviations land in ``results``."""
 
 from __future__ import annotations
 

@@ -1,21 +1,24 @@
-"""A committee is a wrapper around N single models, never a flag inside one.
+"""A committee is a wrapper around N potentials of any kind, never a flag inside one.
 
 It returns the mean energy and forces, the energy deviation per atom and DP-GEN's force
-deviation per frame: max over atoms i of sqrt(⟨‖F_i − ⟨F_i⟩‖²⟩) over the members. Members whose
-descriptor settings match share one descriptor evaluation and one batched backward pass.
+deviation per frame: max over atoms i of sqrt(⟨‖F_i − ⟨F_i⟩‖²⟩) over the members. Members that
+can be evaluated together (Behler–Parrinello networks on equal descriptor settings: one
+descriptor evaluation and one batched backward pass) are; others are evaluated one by one.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import torch
 
 from tasks.nnp.batch import AtomsBatch, per_system_max
 from tasks.nnp.cpu_kernels import as_numpy, committee_force_statistics
-from tasks.nnp.derivatives import potential_outputs
 from tasks.nnp.graph import Pairs
-from tasks.nnp.model import BehlerParrinello, shared_descriptor_outputs
+from tasks.potential import SavedAsPayload, from_payload
+
+FORMAT = "campaign-committee-1"
 
 
 def force_statistics(member_forces: torch.Tensor, system: torch.Tensor,
@@ -40,18 +43,27 @@ def torch_force_statistics(member_forces: torch.Tensor, system: torch.Tensor,
     return mean_forces, per_system_max(spread, system, n_systems)
 
 
-class Committee(torch.nn.Module):
-    def __init__(self, members: Sequence[BehlerParrinello]):
+class Committee(torch.nn.Module, SavedAsPayload):
+    """Any two or more potentials. Members that can be evaluated together (their first member's
+    ``shares_evaluation_with``) are, in one pass; any others are evaluated one by one."""
+
+    def __init__(self, members: Sequence[torch.nn.Module]):
         super().__init__()
         if len(members) < 2:
             raise ValueError("a committee needs at least two members")
         self.members = torch.nn.ModuleList(members)
-        first = members[0].settings.descriptor
-        self.shared_descriptor = all(m.settings.descriptor == first for m in members)
+        lead = members[0]
+        self.evaluated_together = hasattr(lead, "evaluate_together") and all(
+            lead.shares_evaluation_with(m) for m in members[1:])
 
     @property
     def cutoff_A(self) -> float:
         return max(m.cutoff_A for m in self.members)
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """The elements every member knows."""
+        return tuple(e for e in self.members[0].elements if all(e in m.elements for m in self.members))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -61,28 +73,45 @@ class Committee(torch.nn.Module):
     def device(self) -> torch.device:
         return self.members[0].device
 
-    def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
-        """pair vectors (P, 3) → atomic energies (M, N) of the M members."""
-        if not self.shared_descriptor:
+    @property
+    def atomic_energy_fn(self):
+        """(batch, pairs) → (pair vectors (P, 3) → atomic energies (M, N) of the M members), when
+        every member gives atomic energies; else None."""
+        if not all(getattr(m, "atomic_energy_fn", None) is not None for m in self.members):
+            return None
+        if self.evaluated_together and hasattr(self.members[0], "atomic_energy_fn_together"):
+            return partial(self.members[0].atomic_energy_fn_together, list(self.members))
+
+        def factory(batch: AtomsBatch, pairs: Pairs):
             fns = [m.atomic_energy_fn(batch, pairs) for m in self.members]
             return lambda vectors: torch.cat([fn(vectors) for fn in fns])
-        lead = self.members[0]
-        species = lead.species(batch.numbers)
 
-        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
-            features = lead.descriptor(vectors, species, pairs)
-            return torch.stack([m.atomic(features, species) for m in self.members])
+        return factory
 
-        return atomic_energies
+    def member_outputs(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
+                       stress: bool = False) -> dict[str, torch.Tensor]:
+        """energy (M, B), forces (M, N, 3), stress (M, B, 6) of every member."""
+        if self.evaluated_together:
+            return self.members[0].evaluate_together(list(self.members), batch, pairs, forces=forces, stress=stress)
+        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
+        outs = [m(batch, pairs, forces=forces, stress=stress) for m in self.members]
+        return {k: torch.stack([o[k].detach() for o in outs]) for k in outs[0]
+                if k in ("energy", "forces", "stress")}
 
-    def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, stress: bool = False) -> dict[str, torch.Tensor]:
-        if self.shared_descriptor:
-            lead = self.members[0]
-            out = shared_descriptor_outputs(lead.descriptor, [m.atomic for m in self.members],
-                                            lead.species(batch.numbers), batch, pairs, forces=True, stress=stress)
-        else:
-            out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=True, stress=stress)
-        return committee_results(out, batch, stress)
+    def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
+                stress: bool = False) -> dict[str, torch.Tensor]:
+        """Mean energy, forces (and stress) and the deviations; the force deviation needs the
+        members' forces, so they are computed whatever ``forces`` says."""
+        return committee_results(self.member_outputs(batch, pairs, forces=True, stress=stress), batch, stress)
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_payload(self) -> dict:
+        return {"format": FORMAT, "members": [m.to_payload() for m in self.members]}
+
+    @classmethod
+    def from_payload(cls, payload: dict, dtype: torch.dtype = torch.float64,
+                     device: str | torch.device = "cpu") -> "Committee":
+        return cls([from_payload(m, dtype, device) for m in payload["members"]])
 
 
 def committee_results(out: dict[str, torch.Tensor], batch: AtomsBatch, stress: bool) -> dict[str, torch.Tensor]:

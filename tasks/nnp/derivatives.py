@@ -71,7 +71,7 @@ def potential_outputs(factory: AtomicEnergyFactory, cutoff_A: float, batch: Atom
             return outputs_from_pair_gradient(batch, pairs, vectors, energy_fn(vectors), None, forces=False,
                                               stress=False)
     with torch.enable_grad():
-        v = vectors.requires_grad_()
+        v = vectors.detach().requires_grad_()  # a new leaf: the outputs below keep no graph
         atomic = energy_fn(v)
         grads = []
         for m in range(atomic.shape[0]):

@@ -8,7 +8,6 @@ reference energy, and cohesive energies come out as the data say.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,9 @@ from tasks.nnp.cpu_inference import cpu_outputs, kernel_features
 from tasks.nnp.derivatives import outputs_from_pair_gradient, potential_outputs, single_model
 from tasks.nnp.descriptors import DescriptorSettings, SymmetryFunctions
 from tasks.nnp.graph import Pairs, pair_vectors
+from tasks.potential import SavedAsPayload, read_payload
+
+FORMAT = "campaign-bpnn-1"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class AtomicNetworks(torch.nn.Module):
         return energies
 
 
-class BehlerParrinello(torch.nn.Module):
+class BehlerParrinello(torch.nn.Module, SavedAsPayload):
     def __init__(self, settings: ModelSettings, dtype: torch.dtype = torch.float64, seed: int = 0):
         super().__init__()
         self.settings = settings
@@ -97,6 +99,10 @@ class BehlerParrinello(torch.nn.Module):
     @property
     def cutoff_A(self) -> float:
         return self.descriptor.max_cutoff_A
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.settings.descriptor.elements
 
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         if int(numbers.max()) >= len(self.species_of_z) or bool((self.species_of_z[numbers] < 0).any()):
@@ -125,33 +131,66 @@ class BehlerParrinello(torch.nn.Module):
                                             forces=forces, stress=stress)
         return single_model(out)
 
+    # -- capabilities (tasks/potential.py) -------------------------------------------------------
+    def shares_evaluation_with(self, other) -> bool:
+        """Members with equal descriptor settings run on one descriptor evaluation."""
+        return isinstance(other, BehlerParrinello) and other.settings.descriptor == self.settings.descriptor
+
+    def evaluate_together(self, members, batch: AtomsBatch, pairs: Pairs | None, *, forces: bool,
+                          stress: bool) -> dict[str, torch.Tensor]:
+        """energy (M, B), forces (M, N, 3), stress (M, B, 6) of members that share this descriptor."""
+        return shared_descriptor_outputs(self.descriptor, [m.atomic for m in members], self.species(batch.numbers),
+                                         batch, pairs, forces=forces, stress=stress)
+
+    def atomic_energy_fn_together(self, members, batch: AtomsBatch, pairs: Pairs):
+        """pair vectors (P, 3) → atomic energies (M, N) of members sharing this descriptor."""
+        species = self.species(batch.numbers)
+
+        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
+            features = self.descriptor(vectors, species, pairs)
+            return torch.stack([m.atomic(features, species) for m in members])
+
+        return atomic_energies
+
+    def fingerprints(self, batch: AtomsBatch, pairs: Pairs | None = None) -> torch.Tensor:
+        """(B, n_elements · n_features): per structure, the mean of the normalised descriptors over
+        each element's atoms (zeros for an absent element)."""
+        pairs = pairs if pairs is not None else batch.pairs(self.cutoff_A)
+        n_el = self.settings.descriptor.n_elements
+        species = self.species(batch.numbers)
+        with torch.no_grad():
+            features = descriptor_features(self.descriptor, species, batch, pairs)
+            x = (features - self.atomic.feature_mean[species]) / self.atomic.feature_std[species]
+            group = batch.system * n_el + species  # (structure, element) of every atom
+            sums = torch.zeros((batch.n_systems * n_el, x.shape[1]), dtype=x.dtype, device=x.device)
+            sums.index_add_(0, group, x)
+            counts = torch.bincount(group, minlength=batch.n_systems * n_el).clamp(min=1).to(x.dtype)
+            return (sums / counts[:, None]).reshape(batch.n_systems, -1)
+
     # -- persistence --------------------------------------------------------------------------
     def hyperparameters(self) -> dict:
         return {"settings": self.settings.to_dict(), "seed": self.seed}
 
-    def to_bytes(self) -> bytes:
-        """Model and hyperparameters as one file's content (float64 weights)."""
-        buffer = io.BytesIO()
+    def to_payload(self) -> dict:
+        """Model and hyperparameters (float64 weights on the CPU, whatever the model's dtype)."""
         state = {k: v.detach().cpu().to(torch.float64) for k, v in self.state_dict().items()}
-        torch.save({"format": "campaign-bpnn-1", "hyperparameters": self.hyperparameters(), "state": state}, buffer)
-        return buffer.getvalue()
-
-    def save(self, path: str | Path) -> str:
-        """Write model and hyperparameters to one file; returns its content hash (sha256)."""
-        data = self.to_bytes()
-        Path(path).write_bytes(data)
-        return hashlib.sha256(data).hexdigest()
+        return {"format": FORMAT, "hyperparameters": self.hyperparameters(), "state": state}
 
     @classmethod
-    def from_bytes(cls, data: bytes, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-                   name: str = "model") -> "BehlerParrinello":
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != "campaign-bpnn-1":
-            raise ValueError(f"{name} is not a campaign BPNN model file")
+    def from_payload(cls, payload: dict, dtype: torch.dtype = torch.float64,
+                     device: str | torch.device = "cpu") -> "BehlerParrinello":
         hp = payload["hyperparameters"]
         model = cls(ModelSettings.from_dict(hp["settings"]), dtype=torch.float64, seed=hp["seed"])
         model.load_state_dict(payload["state"])
         return model.to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                   name: str = "model") -> "BehlerParrinello":
+        payload = read_payload(data, name)
+        if payload["format"] != FORMAT:
+            raise ValueError(f"{name} is not a campaign BPNN model file (its format is {payload['format']})")
+        return cls.from_payload(payload, dtype, device)
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> "BehlerParrinello":

@@ -1,9 +1,11 @@
-"""Short-range pair repulsion switched smoothly into a potential (the DP-Tab construction).
+"""Short-range pair repulsion switched smoothly into a potential (DP-Tab, Eq. 1–2 of the MoS2 study).
 
-Per atom i:  E_i = w_i E_rep,i + (1 − w_i) E_NNP,i,   E_rep,i = ½ Σ_j V_ij(r_ij) s(r_ij)
-w_i = s(σ_i), σ_i a smooth minimum of atom i's neighbour distances (as DeePMD's pair-table
-blend), and the switch s(r) = 1 for r < R_c, −6u⁵ + 15u⁴ − 10u³ + 1 with u = (r − R_c)/(R_a − R_c)
-for R_c ≤ r < R_a, 0 beyond. s is C² at both ends, so energy and forces are continuous.
+Per atom i:  E_i = w_i E_table,i + (1 − w_i) E_NN,i,   E_table,i = E_iso(Z_i) + ½ Σ_j V_ij(r_ij)
+with the weight applied once: w_i = s(σ_i), σ_i a smooth minimum of atom i's neighbour distances
+(as DeePMD's pair-table blend; σ = r for a dimer), and the switch s(r) = 1 for r < R_c,
+−6u⁵ + 15u⁴ − 10u³ + 1 with u = (r − R_c)/(R_a − R_c) for R_c ≤ r < R_a, 0 beyond. s is C² at both
+ends, so energy and forces are continuous. A dimer's binding curve is w(r) V(r) + (1 − w(r)) E_NN(r):
+the table below R_c, the network beyond R_a (Blended.blend says why E_iso and a far fade are there).
 
 V is the universal ZBL potential or a table from a dimer scan with the campaign's labeler.
 """
@@ -11,17 +13,23 @@ V is the universal ZBL potential or a table from a dimer scan with the campaign'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers
+from pydantic import Field, model_validator
 
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import committee_results
 from tasks.nnp.derivatives import potential_outputs, single_model
-from tasks.nnp.graph import Pairs
+from tasks.nnp.graph import Pairs, pair_vectors
+from tasks.potential import SavedAsPayload, from_payload
+from tasks.settings import StrictModel
+
+FORMAT = "campaign-blended-1"
 
 COULOMB_EV_A = 14.399645  # e²/(4πε0) in eV·Å
 ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
@@ -46,7 +54,21 @@ def switch(r: torch.Tensor, r_inner_A: float, r_outer_A: float) -> torch.Tensor:
     return -6 * u ** 5 + 15 * u ** 4 - 10 * u ** 3 + 1
 
 
-@dataclass(frozen=True)
+class RepulsionSettings(StrictModel):
+    """Which repulsion to blend in and where: ZBL, or a table from the campaign's dimer scans."""
+
+    kind: Literal["zbl", "dimer_table"]
+    r_inner_A: float = Field(1.0, gt=0, description="R_c: the table alone below")
+    r_outer_A: float = Field(1.2, gt=0, description="R_a: the network alone beyond")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RepulsionSettings":
+        if not 0 < self.r_inner_A < self.r_outer_A:
+            raise ValueError(f"need 0 < r_inner_A < r_outer_A, got {self.r_inner_A}, {self.r_outer_A}")
+        return self
+
+
+@dataclass(frozen=True, eq=False)
 class PairTable:
     """V(r) per element pair on a grid, evaluated by a natural cubic spline (C² inside the grid;
     linear extrapolation below the first point)."""
@@ -59,6 +81,16 @@ class PairTable:
         a, b = min(a, b), max(a, b)
         n = len(self.elements)
         return a * n - a * (a - 1) // 2 + (b - a)
+
+    def to_dict(self) -> dict:
+        """JSON-able (plain lists of floats, exact)."""
+        return {"elements": list(self.elements), "r_A": np.asarray(self.r_A, dtype=np.float64).tolist(),
+                "energy_eV": np.asarray(self.energy_eV, dtype=np.float64).tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PairTable":
+        return cls(tuple(data["elements"]), np.asarray(data["r_A"], dtype=np.float64),
+                   np.asarray(data["energy_eV"], dtype=np.float64))
 
 
 def _natural_spline_second_derivatives(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -86,6 +118,13 @@ class PairRepulsion(torch.nn.Module):
                               for a in range(len(self.elements))])
             self.register_buffer("table_index", torch.as_tensor(index))
 
+    def to_dict(self) -> dict:
+        return {"elements": list(self.elements), "table": None if self.table is None else self.table.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PairRepulsion":
+        return cls(tuple(data["elements"]), None if data["table"] is None else PairTable.from_dict(data["table"]))
+
     def forward(self, r: torch.Tensor, species_i: torch.Tensor, species_j: torch.Tensor) -> torch.Tensor:
         if self.table is None:
             z = self.z.to(r.dtype)
@@ -105,68 +144,154 @@ class PairRepulsion(torch.nn.Module):
         return torch.where(below, values[row, 0] + slope0 * (r - grid[0]), spline)
 
 
-class Blended(torch.nn.Module):
-    """A model or committee with short-range repulsion switched in between r_inner_A and r_outer_A."""
+class Blended(torch.nn.Module, SavedAsPayload):
+    """Any potential with atomic energies (``atomic_energy_fn``: a model, a committee) with a pair
+    repulsion switched in between r_inner_A and r_outer_A (Eq. 1 of the MoS2 study)."""
 
     def __init__(self, inner: torch.nn.Module, repulsion: PairRepulsion, r_inner_A: float = 1.0,
-                 r_outer_A: float = 1.6, softmin_alpha_A: float = 0.1):
+                 r_outer_A: float = 1.2, softmin_alpha_A: float = 0.1, table_cutoff_A: float | None = None):
         super().__init__()
         if not 0 < r_inner_A < r_outer_A:
             raise ValueError(f"need 0 < r_inner_A < r_outer_A, got {r_inner_A}, {r_outer_A}")
+        if getattr(inner, "atomic_energy_fn", None) is None:
+            raise TypeError(f"a repulsion blend needs energies per atom as a function of pair vectors "
+                            f"(atomic_energy_fn); {type(inner).__name__} does not give them")
+        if set(repulsion.elements) != set(inner.elements):
+            raise ValueError(f"repulsion elements {repulsion.elements} differ from the potential's {inner.elements}")
+        self.table_cutoff_A = table_cutoff_A if table_cutoff_A is not None else 2 * r_outer_A - r_inner_A
+        if not self.table_cutoff_A > r_outer_A:
+            raise ValueError(f"table_cutoff_A {self.table_cutoff_A} must lie beyond r_outer_A {r_outer_A}")
+        if repulsion.table is not None and repulsion.table.r_A[-1] < self.table_cutoff_A:
+            raise ValueError(f"the pair table ends at {repulsion.table.r_A[-1]} Å, before the table cutoff "
+                             f"{self.table_cutoff_A} Å: scan the dimers further out")
         self.inner, self.repulsion = inner, repulsion
         self.r_inner_A, self.r_outer_A, self.softmin_alpha_A = r_inner_A, r_outer_A, softmin_alpha_A
-        lead = inner.members[0] if hasattr(inner, "members") else inner
-        if tuple(repulsion.elements) != lead.settings.descriptor.elements:
-            raise ValueError(f"repulsion elements {repulsion.elements} differ from the model's "
-                             f"{lead.settings.descriptor.elements}")
-        self._lead = lead
+        z = [atomic_numbers[e] for e in repulsion.elements]
+        lookup = torch.full((max(z) + 1,), -1, dtype=torch.long)
+        lookup[z] = torch.arange(len(z))
+        self.register_buffer("species_of_z", lookup.to(repulsion.z.device))
 
     @property
     def cutoff_A(self) -> float:
-        return max(self.inner.cutoff_A, self.r_outer_A)
+        return max(self.inner.cutoff_A, self.table_cutoff_A)
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.inner.elements
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._lead.dtype
+        return self.inner.dtype
 
     @property
     def device(self) -> torch.device:
-        return self._lead.device
+        return self.inner.device
 
     @property
     def members(self):
         return getattr(self.inner, "members", None)
 
-    def atomic_energy_fn(self, batch: AtomsBatch, pairs: Pairs):
-        inner_fn = self.inner.atomic_energy_fn(batch, pairs)
-        species = self._lead.species(batch.numbers)
-        n_atoms = batch.positions.shape[0]
+    @property
+    def fingerprints(self):
+        return getattr(self.inner, "fingerprints", None)
 
-        def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
-            r = torch.linalg.norm(vectors, dim=1)
-            s = switch(r, self.r_inner_A, self.r_outer_A)
-            pair_energy = 0.5 * self.repulsion(r, species[pairs.i], species[pairs.j]) * s
-            e_rep = torch.zeros(n_atoms, dtype=r.dtype, device=r.device).index_add(0, pairs.i, pair_energy)
-            # smooth minimum of neighbour distances; far neighbours fade out with s so nothing jumps.
-            # Shifting by each atom's nearest distance (a constant) keeps exp() from underflowing.
-            nearest = torch.full((n_atoms,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(
-                0, pairs.i, r.detach(), reduce="amin")
-            weight = torch.exp(-(r - nearest[pairs.i]) / self.softmin_alpha_A) * s
-            num = torch.zeros(n_atoms, dtype=r.dtype, device=r.device).index_add(0, pairs.i, weight * r)
-            den = torch.zeros(n_atoms, dtype=r.dtype, device=r.device).index_add(0, pairs.i, weight)
-            sigma = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
-                                torch.full_like(den, self.r_outer_A))
-            w = switch(sigma, self.r_inner_A, self.r_outer_A)
-            return w[None] * e_rep[None] + (1 - w[None]) * inner_fn(vectors)
+    def isolated_energies(self, inner_factory) -> torch.Tensor:
+        """(M, n_elements): the inner potential's energy of each element's isolated atom."""
+        atoms = [Atoms(e, positions=[[5.0, 5.0, 5.0]], cell=[10.0] * 3, pbc=False) for e in self.repulsion.elements]
+        batch = AtomsBatch.from_atoms(atoms, dtype=self.dtype, device=self.device)
+        pairs = batch.pairs(self.inner.cutoff_A)
+        return inner_factory(batch, pairs)(pair_vectors(batch.positions, batch.cells, pairs))
 
-        return atomic_energies
+    def blend(self, inner_factory):
+        """(batch, pairs) → (pair vectors → atomic energies (M, N)) of the blend over ``inner_factory``.
+
+        E_i = w_i T_i + (1 − w_i) E_NN,i. The table term T_i = E_iso(Z_i) + ½ Σ_j V(r_ij) f(r_ij)
+        counts V from the inner potential's isolated-atom energy, because V is a binding curve
+        (dimer minus separated atoms) while E_NN,i is a total energy: without it the switch would
+        mix the two and add a force dw/dr · (sum of isolated-atom energies). The weight w_i = s(σ_i)
+        is applied once, with σ_i a smooth minimum of atom i's neighbour distances below R_a (σ = r
+        for a dimer, so E_dimer = w(r) (V(r) + E_iso) + (1 − w(r)) E_NN). f fades V out between R_a
+        and table_cutoff_A: an atom with one close neighbour (w_i > 0) sums V over all others, and
+        without f its energy would jump whenever another atom entered its neighbour list; f = 1
+        up to R_a, so a dimer sees V unchanged wherever w > 0.
+        """
+
+        def factory(batch: AtomsBatch, pairs: Pairs):
+            inner_fn = inner_factory(batch, pairs)
+            species = self.species_of_z[batch.numbers]
+            if bool((species < 0).any()):
+                raise ValueError(f"repulsion knows {self.repulsion.elements}, not atomic numbers "
+                                 f"{sorted(set(batch.numbers[species < 0].tolist()))}")
+            isolated = self.isolated_energies(inner_factory)[:, species]  # (M, N)
+            n_atoms = batch.positions.shape[0]
+
+            def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
+                r = torch.linalg.norm(vectors, dim=1)
+                fade = switch(r, self.r_outer_A, self.table_cutoff_A)
+                pair_energy = 0.5 * self.repulsion(r, species[pairs.i], species[pairs.j]) * fade
+                zeros = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
+                table = isolated + zeros.index_add(0, pairs.i, pair_energy)[None]
+                # smooth minimum of neighbour distances; neighbours fade out with s towards R_a, so
+                # nothing jumps. Shifting by each atom's nearest distance (a constant factor in
+                # numerator and denominator) keeps exp() from underflowing.
+                s = switch(r, self.r_inner_A, self.r_outer_A)
+                nearest = torch.full((n_atoms,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(
+                    0, pairs.i, r.detach(), reduce="amin")
+                weight = torch.exp(-(r - nearest[pairs.i]) / self.softmin_alpha_A) * s
+                num = zeros.index_add(0, pairs.i, weight * r)
+                den = zeros.index_add(0, pairs.i, weight)
+                sigma = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
+                                    torch.full_like(den, self.r_outer_A))
+                w = switch(sigma, self.r_inner_A, self.r_outer_A)[None]
+                return w * table + (1 - w) * inner_fn(vectors)
+
+            return atomic_energies
+
+        return factory
+
+    @property
+    def atomic_energy_fn(self):
+        return self.blend(self.inner.atomic_energy_fn)
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
-                stress: bool = False) -> dict[str, torch.Tensor]:
+                stress: bool = False, create_graph: bool = False) -> dict[str, torch.Tensor]:
+        """As the inner potential's outputs (a committee's deviations for a blended committee);
+        create_graph keeps forces differentiable with respect to the weights (training)."""
         committee = self.members is not None
         out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces or committee,
-                                stress=stress)
+                                stress=stress, create_graph=create_graph)
         return committee_results(out, batch, stress) if committee else single_model(out)
+
+    # -- members of a committee evaluated together (tasks/potential.py) --------------------------
+    def shares_evaluation_with(self, other) -> bool:
+        return (isinstance(other, Blended) and self._blend_settings() == other._blend_settings()
+                and hasattr(self.inner, "atomic_energy_fn_together") and self.inner.shares_evaluation_with(other.inner))
+
+    def evaluate_together(self, members, batch: AtomsBatch, pairs: Pairs | None, *, forces: bool,
+                          stress: bool) -> dict[str, torch.Tensor]:
+        """One inner evaluation for all members (their networks on one descriptor), one blend."""
+        return potential_outputs(self.atomic_energy_fn_together(members), self.cutoff_A, batch, pairs,
+                                 forces=forces, stress=stress)
+
+    def atomic_energy_fn_together(self, members, batch: AtomsBatch | None = None, pairs: Pairs | None = None):
+        factory = self.blend(partial(self.inner.atomic_energy_fn_together, [m.inner for m in members]))
+        return factory if batch is None else factory(batch, pairs)
+
+    # -- persistence --------------------------------------------------------------------------
+    def _blend_settings(self) -> dict:
+        return {"repulsion": self.repulsion.to_dict(), "r_inner_A": self.r_inner_A, "r_outer_A": self.r_outer_A,
+                "softmin_alpha_A": self.softmin_alpha_A, "table_cutoff_A": self.table_cutoff_A}
+
+    def to_payload(self) -> dict:
+        return {"format": FORMAT, "inner": self.inner.to_payload(), **self._blend_settings()}
+
+    @classmethod
+    def from_payload(cls, payload: dict, dtype: torch.dtype = torch.float64,
+                     device: str | torch.device = "cpu") -> "Blended":
+        inner = from_payload(payload["inner"], dtype, device)
+        repulsion = PairRepulsion.from_dict(payload["repulsion"]).to(device)
+        return cls(inner, repulsion, payload["r_inner_A"], payload["r_outer_A"], payload["softmin_alpha_A"],
+                   payload["table_cutoff_A"])
 
 
 def dimer_scan(element_a: str, element_b: str, distances_A: Sequence[float], labeler, box_A: float = 20.0) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Fit a Behler–Parrinello model (or a committee, one seed and one split per member) to labels.
 
 Loss = w_E ⟨(ΔE / N_atoms)²⟩ + w_F ⟨ΔF²⟩ over frames and force components; Adam with exponential
-learning-rate decay; early stopping on the validation split, keeping the best state.
+learning-rate decay; early stopping on the validation split, keeping the best state. With a
+repulsion (DP-Tab) the network is trained inside the blend: the loss is on the blended model's
+energies and forces, so the network learns what the table leaves to it.
 """
 
 from __future__ import annotations
@@ -9,33 +11,38 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
+from pydantic import Field
 
 from tasks.nnp.batch import AtomsBatch, concat_batches
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.graph import Pairs
 from tasks.nnp.model import BehlerParrinello, ModelSettings, descriptor_features
+from tasks.nnp.repulsion import Blended, PairRepulsion, PairTable, RepulsionSettings
+from tasks.settings import StrictModel
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    hidden: tuple[int, ...] = (32, 32)
-    radial_cutoff_A: float = 5.5
-    angular_cutoff_A: float = 4.0
-    max_epochs: int = 400
-    frames_per_step: int = 8
-    learning_rate: float = 3e-3
-    lr_decay_per_epoch: float = 0.99
-    energy_weight: float = 1.0
-    force_weight: float = 10.0
-    validation_fraction: float = 0.2
-    patience_epochs: int = 40
-    dtype: str = "float64"
-    device: str = "cpu"
+class TrainSettings(StrictModel):
+    """How a committee member is trained (the campaign's committee spec derives from it)."""
+
+    hidden: tuple[int, ...] = Field((32, 32), min_length=1)
+    radial_cutoff_A: float = Field(5.5, gt=0)
+    angular_cutoff_A: float = Field(4.0, gt=0)
+    max_epochs: int = Field(200, ge=1)
+    patience_epochs: int = Field(40, ge=1)
+    frames_per_step: int = Field(8, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    lr_decay_per_epoch: float = Field(0.99, gt=0, le=1)
+    energy_weight: float = Field(1.0, ge=0)
+    force_weight: float = Field(10.0, ge=0)
+    validation_fraction: float = Field(0.2, ge=0, lt=1)
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = Field("auto", description="auto: the GPU when there is one (train_member), else the CPU")
+    repulsion: RepulsionSettings | None = Field(None, description="DP-Tab: train inside a repulsion blend")
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +114,7 @@ def fit_normalisation_and_references(model: BehlerParrinello, data: LabeledData,
         atomic.reference_energy_eV.copy_(torch.as_tensor(reference))
 
 
-def _errors(model: BehlerParrinello, data: LabeledData, idx: Sequence[int], frames_per_step: int,
+def _errors(model: torch.nn.Module, data: LabeledData, idx: Sequence[int], frames_per_step: int,
             create_graph: bool):
     """Yield (energy error per atom (B,), force errors (n, 3)) per minibatch."""
     for start in range(0, len(idx), frames_per_step):
@@ -120,7 +127,7 @@ def _errors(model: BehlerParrinello, data: LabeledData, idx: Sequence[int], fram
         yield de, df
 
 
-def rmse(model: BehlerParrinello, data: LabeledData, idx: Sequence[int]) -> tuple[float, float]:
+def rmse(model: torch.nn.Module, data: LabeledData, idx: Sequence[int]) -> tuple[float, float]:
     """(energy RMSE meV/atom, force RMSE eV/Å)."""
     if len(idx) == 0:
         return float("nan"), float("nan")
@@ -138,21 +145,56 @@ def split(n_frames: int, validation_fraction: float, seed: int) -> tuple[np.ndar
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train_model(data: LabeledData, settings: TrainSettings, seed: int,
-                warm_start: BehlerParrinello | None = None) -> tuple[BehlerParrinello, TrainReport]:
-    """One model with its own seed and its own train/validation split."""
+def pair_cutoff_A(settings: TrainSettings) -> float:
+    """The neighbour-list cutoff prepare() needs for models these settings train."""
+    cutoffs = [settings.radial_cutoff_A, settings.angular_cutoff_A]
+    if settings.repulsion is not None:  # Blended's default table cutoff, 2 R_a − R_c
+        cutoffs.append(2 * settings.repulsion.r_outer_A - settings.repulsion.r_inner_A)
+    return max(cutoffs)
+
+
+def blended(network: BehlerParrinello, repulsion: RepulsionSettings, table: PairTable | None) -> Blended:
+    """The network inside the repulsion blend the settings ask for."""
+    if repulsion.kind == "dimer_table":
+        if table is None:
+            raise ValueError("repulsion kind 'dimer_table' needs the PairTable of the dimer scans")
+        pair = PairRepulsion(table.elements, table)
+    else:
+        pair = PairRepulsion(network.elements)
+    return Blended(network, pair.to(network.device), repulsion.r_inner_A, repulsion.r_outer_A)
+
+
+def network_of(model: torch.nn.Module) -> BehlerParrinello:
+    """The trainable Behler–Parrinello network of a model or of a blend around one."""
+    return model.inner if isinstance(model, Blended) else model
+
+
+def train_device(settings: TrainSettings, data: LabeledData) -> str | torch.device:
+    """"auto" trains where the data were prepared (train_member prepares them on the GPU if any)."""
+    return data.energy_eV.device if settings.device == "auto" else settings.device
+
+
+def train_model(data: LabeledData, settings: TrainSettings, seed: int, warm_start: torch.nn.Module | None = None,
+                table: PairTable | None = None) -> tuple[torch.nn.Module, TrainReport]:
+    """One model with its own seed and its own train/validation split. With ``settings.repulsion``
+    the result is the blend (its table is ``table`` for kind dimer_table); a blended warm start
+    continues as the blend it is."""
     start_time = time.perf_counter()
     dtype = getattr(torch, settings.dtype)
+    device = train_device(settings, data)
     train_idx, val_idx = split(len(data.parts), settings.validation_fraction, seed)
     if warm_start is not None:
-        model = copy.deepcopy(warm_start).to(dtype=dtype, device=settings.device)
+        model = copy.deepcopy(warm_start).to(dtype=dtype, device=device)
     else:
         descriptor = DescriptorSettings(elements=data.elements, radial_cutoff_A=settings.radial_cutoff_A,
                                         angular_cutoff_A=settings.angular_cutoff_A)
-        model = BehlerParrinello(ModelSettings(descriptor, settings.hidden), dtype=dtype, seed=seed).to(settings.device)
+        model = BehlerParrinello(ModelSettings(descriptor, settings.hidden), dtype=dtype, seed=seed).to(device)
         fit_normalisation_and_references(model, data, train_idx)
-    model.seed = seed
-    optimiser = torch.optim.Adam(model.atomic.nets.parameters(), lr=settings.learning_rate)
+    if settings.repulsion is not None and not isinstance(model, Blended):
+        model = blended(model, settings.repulsion, table)
+    network = network_of(model)
+    network.seed = seed
+    optimiser = torch.optim.Adam(network.atomic.nets.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=settings.lr_decay_per_epoch)
     rng = np.random.default_rng(seed)
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
@@ -190,8 +232,8 @@ def _loss(model, data, idx, settings) -> float:
 
 
 def train_committee(data: LabeledData, settings: TrainSettings, seeds: Sequence[int],
-                    warm_start: Sequence[BehlerParrinello] | None = None):
+                    warm_start: Sequence[torch.nn.Module] | None = None, table: PairTable | None = None):
     """N members, each with its own seed and split; returns (models, reports)."""
-    results = [train_model(data, settings, seed, warm_start[k] if warm_start else None)
+    results = [train_model(data, settings, seed, warm_start[k] if warm_start else None, table)
                for k, seed in enumerate(seeds)]
     return [m for m, _ in results], [r for _, r in results]
