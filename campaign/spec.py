@@ -7,19 +7,14 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union, get_args
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, SerializeAsAny, Tag, ValidationError,
+from pydantic import (BaseModel, Discriminator, Field, SerializeAsAny, Tag, ValidationError,
                       field_validator, model_validator)
 
 from campaign.errors import SpecError
 from campaign.spec_input import read_yaml
 from schedulers.settings import SchedulerKind, SchedulerSettings
 from tasks.labeling import Labeler, TbliteLabeler
-
-
-class StrictModel(BaseModel):
-    """Every spec model: unknown keys refused, values frozen once parsed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from tasks.settings import StrictModel
 
 
 class FileSource(StrictModel):

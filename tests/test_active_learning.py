@@ -1,6 +1,7 @@
 """The active-learning recipe end to end on a real LocalCluster with real tblite labels."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -225,3 +226,33 @@ def test_fingerprints_of_a_batch_equal_those_of_each_structure():
     mo = model.settings.descriptor.elements.index("Mo")
     assert np.all(per_element[mo] == 0) and np.any(per_element[1 - mo] != 0)
     assert len(set(map(tuple, np.round(batched[:5], 8)))) == 5  # rattled copies differ
+
+
+@pytest.mark.slow
+def test_dimer_table_repulsion_is_scanned_stored_and_trained_in(tmp_path, client):
+    """committee.repulsion kind dimer_table: the labeler's dimer curves are a keyed stage whose
+    table is stored, and the members are trained, saved and explored as DP-Tab blends of it."""
+    from tasks.nnp.repulsion import Blended
+    from tasks.potential import load_potential
+
+    path = al_spec(tmp_path, iterations=1)
+    raw = yaml.safe_load(path.read_text())
+    raw["recipe"]["committee"]["repulsion"] = {"kind": "dimer_table", "r_inner_A": 1.0, "r_outer_A": 1.2}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_spec(path)
+    launch(spec, client=client, progress=False, say=lambda _: None)
+    with CampaignStore.open(spec.store) as store:
+        curves = store.read("al_repulsion")
+        models = store.read("al_models", ["path"])
+        explored = store.length("al_explored")
+        status = latest_status(store)
+    pairs = sorted(zip(curves["element_a"].tolist(), curves["element_b"].tolist()))
+    assert pairs == sorted([("S", "S"), ("S", "Mo"), ("Mo", "Mo")])  # every pair, elements by atomic number
+    assert all(s == "done" for s, _ in status.values()) and explored > 0
+    for p in models["path"]:
+        model = load_potential(Path(spec.store) / str(p))
+        assert isinstance(model, Blended) and model.r_inner_A == 1.0 and model.r_outer_A == 1.2
+        table = model.repulsion.table
+        for a, b, energy in zip(curves["element_a"], curves["element_b"], curves["energy_eV"]):
+            row = table.pair_index(table.elements.index(str(a)), table.elements.index(str(b)))
+            np.testing.assert_allclose(table.energy_eV[row], json.loads(str(energy)))

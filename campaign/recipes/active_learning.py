@@ -15,10 +15,11 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -43,8 +44,9 @@ from tasks.active.select import (ACCURATE, CANDIDATE, FAILED, HISTOGRAM_EDGES_EV
                                  deviation_histogram, select_candidates, structure_fingerprints)
 from tasks.active.training import MemberJob, TrainingFrame, train_batch
 from tasks.labeling import label_batch, labeler_settings_json
-from tasks.nnp.model import BehlerParrinello
+from tasks.nnp.repulsion import PairTable, RepulsionSettings, dimer_scan_batch
 from tasks.nnp.train import TrainSettings
+from tasks.potential import load_potential
 from tasks.structures import Structure
 
 VERSION = 1
@@ -96,33 +98,52 @@ class InitialData(StrictModel):
     seed: int = 0
 
 
-class CommitteeSpec(StrictModel):
+class RepulsionSpec(RepulsionSettings):
+    """DP-Tab: the committee trained inside a repulsion blend (ZBL, or a table of the labeler's dimer
+    curves, scanned as a stage of the campaign)."""
+
+    distances_A: list[float] | None = Field(None, min_length=4, description="dimer_table: the scan's "
+                                            "distances; default 0.6 Å (tblite's SCF fails for Mo–S at 0.5 Å) to 2 r_outer − r_inner + 0.2 Å in 0.05 Å steps")
+
+    @model_validator(mode="after")
+    def _table_reaches_the_fade(self) -> "RepulsionSpec":
+        needed = 2 * self.r_outer_A - self.r_inner_A  # the blend fades the table out up to here
+        if self.distances_A is not None and max(self.distances_A) < needed:
+            raise ValueError(f"distances_A must reach 2 r_outer_A − r_inner_A = {needed:g} Å")
+        return self
+
+    def scan_distances_A(self) -> list[float]:
+        if self.distances_A is not None:
+            return sorted(self.distances_A)
+        top = 2 * self.r_outer_A - self.r_inner_A + 0.2
+        return [round(r, 4) for r in np.arange(0.6, top + 1e-9, 0.05)]
+
+    def settings(self) -> RepulsionSettings:
+        return RepulsionSettings(**self.model_dump(exclude={"distances_A"}))
+
+
+class CommitteeSpec(TrainSettings):
+    """The committee: its members' training settings (TrainSettings) and what only the loop needs."""
+
     members: int = Field(4, ge=2, description="4 as in the MoS2 study, 2 as in the Cr(1-x)S study")
-    hidden: list[int] = Field(default_factory=lambda: [32, 32], min_length=1)
-    radial_cutoff_A: float = Field(5.5, gt=0)
-    angular_cutoff_A: float = Field(4.0, gt=0)
-    max_epochs: int = Field(200, ge=1)
-    patience_epochs: int = Field(40, ge=1)
-    frames_per_step: int = Field(8, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    lr_decay_per_epoch: float = Field(0.99, gt=0, le=1)
-    energy_weight: float = Field(1.0, ge=0)
-    force_weight: float = Field(10.0, ge=0)
-    dtype: Literal["float32", "float64"] = "float64"
-    device: str = Field("auto", description="auto: the worker's GPU when it has one")
     warm_start: bool = Field(True, description="start each member from its model of the previous iteration")
+    repulsion: RepulsionSpec | None = Field(None, description="DP-Tab: train inside a repulsion blend")
+
+    def train_settings(self) -> TrainSettings:
+        fields = self.model_dump(include=set(TrainSettings.model_fields) - {"repulsion"})
+        return TrainSettings(**fields, repulsion=self.repulsion.settings() if self.repulsion else None)
 
 
-class ExploreSpec(StrictModel):
+class ExploreSpec(ExploreSettings):
+    """Exploration: every structure at every strain, one batched run per temperature (ExploreSettings)."""
+
     structures: list[StructureSource] = Field(..., min_length=1)
     temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 600.0, 900.0, 1200.0], min_length=1)
     strains: list[float] = Field(default_factory=lambda: [-0.1, -0.05, 0.0, 0.05, 0.1], min_length=1)
-    steps: int = Field(200, ge=1)
-    frame_every: int = Field(10, ge=1)
-    timestep_fs: float = Field(1.0, gt=0)
-    friction_per_fs: float = Field(0.01, gt=0)
     relax: bool = Field(True, description="also fixed-cell FIRE relaxations of the strained cells")
-    relax_steps: int = Field(100, ge=1)
+
+    def settings(self) -> ExploreSettings:
+        return ExploreSettings(**self.model_dump(include=set(ExploreSettings.model_fields)))
 
 
 class ActiveLearningSpec(RecipeSpec):
@@ -282,17 +303,63 @@ def initial_stages(spec: CampaignSpec) -> list[Stage]:
                             {"labeler": labeler, "max_steps": relax.max_steps, "fmax_eV_per_A": relax.fmax_eV_per_A,
                              "keep_fraction": relax.keep_fraction},
                             functools.partial(relax_frame_rows, labeler=labeler), 1, recipe.retries))
+    repulsion = recipe.committee.repulsion
+    if repulsion is not None and repulsion.kind == "dimer_table":
+        stages.append(repulsion_stage(spec, campaign_elements(base, explore)))
     return stages
 
 
+# -- the repulsion table (DP-Tab) ----------------------------------------------------------------------
+AL_REPULSION = columnar("al_repulsion", "active_learning/repulsion", "pair", (
+    ("key", "str"),  # the scan's work item
+    ("element_a", "str"),
+    ("element_b", "str"),
+    ("distances_A", "str"),  # JSON lists: the grid is the spec's
+    ("energy_eV", "str"),  # the dimer's binding energy at each distance
+), chunk_rows=64)
+
+
+def repulsion_stage(spec: CampaignSpec, elements: tuple[str, ...]) -> Stage:
+    """Dimer curves of every element pair with the campaign's labeler, for the blend's table.
+    Below the labeler's usual closest distance on purpose: that is what the table is for."""
+    recipe = spec.recipe
+    distances = recipe.committee.repulsion.scan_distances_A()
+    labeler = dataclasses.replace(spec.labeler, min_distance_A=0.0)
+    settings = dataclasses.asdict(labeler)
+    items = [WorkItem(task_key("al-dimer-scan", VERSION, {"pair": [a, b], "distances_A": distances,
+                                                          "labeler": settings}), (a, b))
+             for a, b in itertools.combinations_with_replacement(elements, 2)]
+    return Stage("al-repulsion", items, dimer_scan_batch, {"distances_A": distances, "labeler": labeler},
+                 functools.partial(dimer_curve_rows, distances_A=distances), 1, recipe.retries)
+
+
+def dimer_curve_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes, *, distances_A) -> dict:
+    return {AL_REPULSION.name: {
+        "key": np.array([i.key for i in items], dtype=object),
+        "element_a": np.array([i.payload[0] for i in items], dtype=object),
+        "element_b": np.array([i.payload[1] for i in items], dtype=object),
+        "distances_A": np.array([json.dumps(list(distances_A))] * len(items), dtype=object),
+        "energy_eV": np.array([json.dumps(np.asarray(o.value).tolist()) for o in outcomes], dtype=object)}}
+
+
+def read_repulsion_table(store: CampaignStore, stage: Stage, elements: tuple[str, ...]) -> PairTable:
+    """The PairTable of the stage's dimer curves (one per element pair, in the table's pair order)."""
+    rows = store.read(AL_REPULSION)
+    curves = {str(k): (json.loads(str(r)), json.loads(str(e)))
+              for k, r, e in zip(rows["key"], rows["distances_A"], rows["energy_eV"])}
+    missing = [item.payload for item in stage.items if item.key not in curves]
+    if missing:
+        raise RuntimeError(f"dimer scans of {missing} failed; see `campaign status` for the errors")
+    by_pair = {item.payload: curves[item.key] for item in stage.items}
+    pairs = list(itertools.combinations_with_replacement(elements, 2))
+    return PairTable(tuple(elements), np.array(by_pair[pairs[0]][0]), np.array([by_pair[p][1] for p in pairs]))
+
+
 # -- training -------------------------------------------------------------------------------------
-def train_settings(recipe: ActiveLearningSpec) -> TrainSettings:
-    c = recipe.committee
-    return TrainSettings(hidden=tuple(c.hidden), radial_cutoff_A=c.radial_cutoff_A, angular_cutoff_A=c.angular_cutoff_A,
-                         max_epochs=c.max_epochs, frames_per_step=c.frames_per_step, learning_rate=c.learning_rate,
-                         lr_decay_per_epoch=c.lr_decay_per_epoch, energy_weight=c.energy_weight,
-                         force_weight=c.force_weight, patience_epochs=c.patience_epochs, dtype=c.dtype,
-                         device=c.device)
+def settings_key(settings: TrainSettings | ExploreSettings) -> dict:
+    """Settings as they enter task keys: a feature left unset (None) is absent, so keys of stores
+    written before it existed stay what they were."""
+    return settings.model_dump(mode="json", exclude_none=True)
 
 
 def dataset(store: CampaignStore, iteration: int) -> list[LabeledFrame]:
@@ -342,9 +409,12 @@ def member_seed(recipe: "ActiveLearningSpec", iteration: int, stage: str, index:
 
 
 def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], elements: tuple[str, ...],
-                previous: list[bytes] | None, gpu: bool, legacy_seeds: bool = False) -> Stage:
+                previous: list[bytes] | None, gpu: bool, legacy_seeds: bool = False,
+                table: PairTable | None = None) -> Stage:
+    """``table``: the dimer table of a ``dimer_table`` repulsion (read_repulsion_table)."""
     recipe = spec.recipe
-    settings = train_settings(recipe)
+    settings = recipe.committee.train_settings()
+    table_id = hashlib.sha256(json.dumps(table.to_dict(), sort_keys=True).encode()).hexdigest() if table else None
     dataset_id = hashlib.sha256("\n".join(f.key for f in frames).encode()).hexdigest()
     training = [TrainingFrame(Structure(f.numbers, f.positions_A, f.cell_A, f.pbc, f.source), f.energy_eV,
                               f.forces_eV_per_A) for f in frames]
@@ -352,17 +422,19 @@ def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], 
     for member in range(recipe.committee.members):
         seed = member_seed(recipe, iteration, "train", member, legacy_seeds)
         warm = previous[member] if previous is not None and recipe.committee.warm_start else None
-        key = task_key("al-train", VERSION, {"iteration": iteration, "member": member, "seed": seed,
-                                             "dataset": dataset_id, "settings": dataclasses.asdict(settings),
-                                             "warm_start": hashlib.sha256(warm).hexdigest() if warm else None})
-        items.append(WorkItem(key, (member, MemberJob(seed, training, warm))))
-    return Stage(f"al-train-{iteration}", items, _train_items, {"elements": elements, "settings": settings},
+        inputs = {"iteration": iteration, "member": member, "seed": seed, "dataset": dataset_id,
+                  "settings": settings_key(settings), "warm_start": hashlib.sha256(warm).hexdigest() if warm else None}
+        if table_id:
+            inputs["repulsion_table"] = table_id
+        items.append(WorkItem(task_key("al-train", VERSION, inputs), (member, MemberJob(seed, training, warm))))
+    return Stage(f"al-train-{iteration}", items, _train_items,
+                 {"elements": elements, "settings": settings, "table": table},
                  functools.partial(model_file_rows, iteration=iteration), 1, recipe.retries,
                  {"GPU": 1} if gpu else None)
 
 
-def _train_items(keys, payloads, elements, settings):
-    return train_batch(keys, [job for _, job in payloads], elements, settings)
+def _train_items(keys, payloads, elements, settings, table):
+    return train_batch(keys, [job for _, job in payloads], elements, settings, table)
 
 
 # -- exploration ----------------------------------------------------------------------------------
@@ -390,9 +462,10 @@ def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], struc
     """``structures``: the recipe's exploration structures, loaded once per launch."""
     recipe = spec.recipe
     e = recipe.explore
-    settings = ExploreSettings(steps=e.steps, frame_every=e.frame_every, timestep_fs=e.timestep_fs,
-                               friction_per_fs=e.friction_per_fs, relax_steps=e.relax_steps,
-                               dtype=recipe.committee.dtype, device=recipe.committee.device)
+    settings = e.settings()
+    files = CommitteeFiles(tuple(models), recipe.committee.dtype, recipe.committee.device)
+    # dtype and device travel with the committee; in the key they stand where they always did
+    key_settings = {**settings_key(settings), "dtype": files.dtype, "device": files.device}
     temperatures: list[float | None] = list(e.temperatures_K) + ([None] if e.relax else [])
     shas = [hashlib.sha256(m).hexdigest() for m in models]
     items = []
@@ -401,11 +474,11 @@ def explore_stage(spec: CampaignSpec, iteration: int, models: list[bytes], struc
         job = ExploreJob(structures, tuple(e.strains), temperature, seed)
         key = task_key("al-explore", VERSION, {"iteration": iteration, "models": shas, "temperature_K": temperature,
                                                "structures": [s.canonical() for s in structures],
-                                               "strains": list(e.strains), "settings": dataclasses.asdict(settings),
+                                               "strains": list(e.strains), "settings": key_settings,
                                                "seed": seed})
         items.append(WorkItem(key, job))
     return Stage(f"al-explore-{iteration}", items, explore_batch,
-                 {"committee_files": CommitteeFiles(tuple(models)), "settings": settings},
+                 {"committee_files": files, "settings": settings},
                  functools.partial(explored_rows, iteration=iteration), 1, recipe.retries,
                  {"GPU": 1} if gpu else None)
 
@@ -432,13 +505,15 @@ def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
         run(stage)
     explore_structures = load_structures(list(recipe.explore.structures))
     elements = campaign_elements(load_structures(list(recipe.initial.structures)), explore_structures)
+    scans = [stage for stage in initial if stage.name == "al-repulsion"]
+    table = read_repulsion_table(store, scans[0], elements) if scans else None
     recorded = set(store.read(AL_ITERATIONS, ["iteration"])["iteration"].tolist())
     stragglers: list[StageRun] = []
     previous: list[bytes] | None = None
     for k in range(recipe.max_iterations):
         t0 = time.monotonic()
         frames = dataset(store, k)
-        stage = train_stage(spec, k, frames, elements, previous, gpu, legacy)
+        stage = train_stage(spec, k, frames, elements, previous, gpu, legacy, table)
         run(stage, 1.0, stragglers)
         rows = model_rows(store)
         missing = [item.key for item in stage.items if item.key not in rows]
@@ -460,7 +535,7 @@ def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
         chosen: list[int] = []
         if not converged:
             candidates = np.flatnonzero(status == CANDIDATE)
-            lead = BehlerParrinello.from_bytes(models[0])
+            lead = load_potential(models[0])
             prints = structure_fingerprints(lead, [structures[i] for i in candidates])
             picks = select_candidates(prints, explored["deviation_eV_per_A"][candidates],
                                       [str(t) for t in explored["trajectory"][candidates]], explored["step"][candidates],
@@ -574,7 +649,7 @@ def _parity(store: CampaignStore, it: dict, out_dir: Path, plt) -> list[Path]:
 
     models = store.read(AL_MODELS)
     last = models["iteration"] == models["iteration"].max()
-    committee = Committee([BehlerParrinello.load(store.directory / str(p)) for p in models["path"][last]])
+    committee = Committee([load_potential(store.directory / str(p)) for p in models["path"][last]])
     e_ref, e_model, f_ref, f_model = [], [], [], []
     frames = iter_frames(store)
     # many frames per evaluation: the batched engine, in chunks that keep memory bounded
@@ -605,7 +680,7 @@ def _parity(store: CampaignStore, it: dict, out_dir: Path, plt) -> list[Path]:
 class ActiveLearningRecipe(Recipe):
     kind = "active_learning"
     spec = ActiveLearningSpec
-    tables = (AL_MODELS, *AL_EXPLORED.tables, AL_ITERATIONS)
+    tables = (AL_MODELS, *AL_EXPLORED.tables, AL_ITERATIONS, AL_REPULSION)
 
     def plan(self, spec: CampaignSpec) -> list[Stage]:
         return initial_stages(spec)

@@ -313,3 +313,11 @@ def table_from_dimer_scans(elements: Sequence[str], distances_A: Sequence[float]
     elements = tuple(sorted(elements, key=lambda s: atomic_numbers[s]))
     rows = [dimer_scan(a, b, distances_A, labeler) for i, a in enumerate(elements) for b in elements[i:]]
     return PairTable(elements, np.asarray(distances_A, dtype=np.float64), np.stack(rows))
+
+
+def dimer_scan_batch(keys: list[str], pairs: list[tuple[str, str]], distances_A: Sequence[float],
+                     labeler) -> list:
+    """Dimer binding curves of several element pairs in one task (a campaign's table stage)."""
+    from tasks.outcome import run_each
+
+    return run_each(lambda pair: dimer_scan(pair[0], pair[1], distances_A, labeler), keys, pairs)
