@@ -26,7 +26,8 @@ from storage.integrity import check_chunks, damaged_read, open_root
 
 from storage.errors import StoreError
 from storage.lock import StoreLock
-from storage.schema import CORE_TABLES, LOCK_NAME, SCHEMA_VERSION, V1_TABLES, ZARR_NAME
+from storage.schema import CORE_TABLES, LOCK_NAME, SCHEMA_VERSION, ZARR_NAME
+from storage.v1 import V1_TABLES
 from storage.tables import Column, StructureBlock, StructureTables, Table
 
 TableRef = str | Table
