@@ -12,7 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from campaign.errors import SpecError
+from campaign.errors import CampaignFailed, SpecError
 from schedulers.errors import SchedulerError
 from storage.errors import StoreError
 
@@ -81,7 +81,8 @@ def _status(args) -> int:
     from campaign.status import campaign_status, format_status
     from storage import CampaignStore
 
-    status = campaign_status(CampaignStore.open(_store_dir(args.store)))
+    # the user's health check of a store: every chunk's checksum is verified, not only its presence
+    status = campaign_status(CampaignStore.open(_store_dir(args.store), checksums=True))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
@@ -159,7 +160,7 @@ def _run(args) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except SchedulerError as exc:
+    except (SchedulerError, CampaignFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

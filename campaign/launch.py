@@ -45,7 +45,7 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
            say: Callable[[str], None] = print) -> LaunchReport:
     """Run (or resume) a campaign. Pass ``client`` to use a cluster you already have."""
     recipe = recipe_for(spec.recipe.kind)
-    stages = recipe.plan(spec)
+    stages = build_stages(spec)
     with CampaignStore.open_for_writing(spec.store, spec.name, recipe.tables) as store:
         launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
                                             "scheduler": spec.scheduler.kind.value})

@@ -11,7 +11,7 @@ entry point names a module that registers its recipe when imported).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
@@ -40,12 +40,13 @@ class RunContext:
     health_check: Callable[[], None] | None = None
     gpu: bool = False  # the cluster's workers advertise the GPU resource
     say: Callable[[str], None] = print
+    _planned: set[str] | None = field(default=None, repr=False)  # the plan's keys, read once per launch
 
     def start(self, stage: "Stage") -> "StageRun":
         """Plan the stage's items (what ``status`` counts as pending) and submit the pending ones."""
         from campaign.runner import StageRun, record_plan
 
-        record_plan(self.store, [stage])
+        self._planned = record_plan(self.store, [stage], self._planned)
         return StageRun(self.client, self.store, stage, self.launch, progress=self.progress)
 
     def run(self, stage: "Stage", quorum: float = 1.0, also: Sequence["StageRun"] = ()) -> "StageRun":
@@ -110,3 +111,8 @@ def recipe_for(kind: str) -> Recipe:
 def known_kinds() -> list[str]:
     _load_known()
     return sorted(_REGISTRY)
+
+
+def store_recipe_kind(store: "CampaignStore") -> str:
+    """The recipe kind the store's last launch ran (stores record the spec of each launch)."""
+    return store.attrs.get("spec", {}).get("recipe", {}).get("kind", "label")

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from campaign.recipe import recipe_for
+from campaign.recipe import recipe_for, store_recipe_kind
 from storage import CampaignStore
-
-
-def store_recipe_kind(store: CampaignStore) -> str:
-    """The recipe kind the store's last launch ran (stores record the spec of each launch)."""
-    return store.attrs.get("spec", {}).get("recipe", {}).get("kind", "label")
 
 
 def write_report(store: CampaignStore, out_dir: Path) -> list[Path]:

@@ -174,11 +174,14 @@ class StageRun:
         return self.report
 
 
-def record_plan(store: CampaignStore, stages: Sequence[Stage]) -> None:
-    """Add the stages' items the plan does not hold yet (what ``status`` counts as pending)."""
-    known = planned_keys(store)
+def record_plan(store: CampaignStore, stages: Sequence[Stage], known: set[str] | None = None) -> set[str]:
+    """Add the stages' items the plan does not hold yet (what ``status`` counts as pending);
+    returns the plan's keys, to pass back as ``known`` so that the plan is read once."""
+    known = planned_keys(store) if known is None else known
     new = [(item.key, stage.name) for stage in stages for item in stage.items if item.key not in known]
     store.append({"plan": plan_block([k for k, _ in new], [s for _, s in new])})
+    known.update(k for k, _ in new)
+    return known
 
 
 def run_stage(client: Client, store: CampaignStore, stage: Stage, launch: int, *,

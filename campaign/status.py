@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from campaign.errors import SpecError
-from campaign.recipe import Recipe, recipe_for
-from campaign.report import store_recipe_kind
+from campaign.recipe import Recipe, recipe_for, store_recipe_kind
 from storage import CampaignStore
 from storage.ledger import failures, stage_summary
 from storage.schema import LABELED

@@ -28,8 +28,8 @@ class LocalSettings(_Strict):
     dashboard_address: str = "127.0.0.1:8787"
     # On by default: any process of any user on this host can reach 127.0.0.1, and a Dask scheduler
     # runs whatever function a connected client sends, as the user who launched it. A login node is
-    # shared. TLS with a certificate made for this launch (held in memory) shuts them out; it costs
-    # about 0.3 s at start and nothing measurable per task.
+    # shared. TLS with a certificate made for this launch (held in memory) shuts them out (its cost:
+    # README, "Who can reach the cluster").
     tls: bool = True
 
 

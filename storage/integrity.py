@@ -4,9 +4,9 @@ Zarr reads a missing chunk as fill values, so a deleted chunk would silently bec
 or a ledger that forgot finished work. The store therefore writes every chunk (also those of
 fill values only) with a CRC32C checksum, and when it is opened checks that every chunk below
 each table's committed length exists; opened for writing (a launch), it also reads every chunk
-once, which verifies the checksums, before it writes anything. Chunks written by schema
-version 1 carry no checksum and may be absent where they held only fill values: those arrays
-are not checked.
+once, which verifies the checksums, before it writes anything. Schema version 1 wrote no
+checksums and left out chunks of fill values only: such arrays are not checked until the first
+launch migrates them (rewrites them with checksums, every chunk written).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def open_root(path: Path, mode: str) -> zarr.Group:
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def _checksummed(array: zarr.Array) -> bool:
+def checksummed(array: zarr.Array) -> bool:
     return any(isinstance(codec, Crc32cCodec) for codec in array.compressors)
 
 
@@ -52,7 +52,7 @@ def check_chunks(group: zarr.Group, layout: Mapping[str, Table], committed: Mapp
                                  f"({type(exc).__name__})") from None
             if array.shape[0] < n:
                 raise StoreError(f"store {path} is damaged: {where} has {array.shape[0]} rows, {n} committed")
-            if not _checksummed(array):
+            if not checksummed(array):
                 continue
             rows = array.chunks[0]
             for k in range(math.ceil(n / rows)):

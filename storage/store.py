@@ -13,6 +13,7 @@ itself: recipes declare their tables when they open it, and any reader can read 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from storage.integrity import check_chunks, damaged_read, open_root
+from storage.integrity import check_chunks, checksummed, damaged_read, open_root
 
 from storage.errors import StoreError
 from storage.lock import StoreLock
@@ -54,16 +55,18 @@ class CampaignStore:
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> "CampaignStore":
+    def open(cls, directory: str | os.PathLike, checksums: bool = False) -> "CampaignStore":
         """Read-only: no lock, no writes; safe while a launch is running. Reads stores of
-        schema versions 1 and 2 (a version-1 store is migrated by the next launch, not here)."""
+        schema versions 1 and 2 (a version-1 store is migrated by the next launch, not here).
+        Every chunk below the committed lengths must exist; with ``checksums`` every one is also
+        read once and its checksum verified (otherwise that happens when a chunk is read)."""
         directory = Path(directory)
         path = directory / ZARR_NAME
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{directory} is not a campaign store (no {ZARR_NAME} inside)")
         group = open_root(path, "r")
         store = cls(directory, group, None, _layout_of(group, directory))
-        check_chunks(store._group, store._layout, store._committed, path)
+        check_chunks(store._group, store._layout, store._committed, path, checksums=checksums)
         return store
 
     @classmethod
@@ -80,6 +83,9 @@ class CampaignStore:
             if foreign:
                 raise StoreError(f"{directory} is not empty and holds no campaign store ({', '.join(foreign[:5])}); "
                                  "choose another store path")
+            if zarr_path.is_dir() and any(zarr_path.iterdir()):
+                raise StoreError(f"store {zarr_path} is damaged: it holds data but no root metadata (zarr.json); "
+                                 "it is left as it is")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             lock = StoreLock(directory / LOCK_NAME).acquire()
@@ -113,11 +119,48 @@ class CampaignStore:
             raise
 
     def _migrate(self) -> None:
-        """Version 1 → 2: the same arrays; the layout, fixed in version 1, is recorded, and so is the
-        origin (recipes keep version 1's seed rules for such stores, so finished work keeps its keys)."""
-        if self._group.attrs.get("schema_version") == 1:
-            self._group.attrs.update({"schema_version": SCHEMA_VERSION, "migrated_from": 1,
-                                      "tables": {name: t.to_dict() for name, t in self._layout.items()}})
+        """Version 1 → 2: every array rewritten with checksums (so that damage is found in migrated
+        stores too), then, in one attribute write, the layout (fixed in version 1) and the origin
+        (recipes keep version 1's seed rules for such stores, so finished work keeps its keys)."""
+        if self._group.attrs.get("schema_version") != 1:
+            return
+        for table in self._layout.values():
+            for column in table.columns:
+                self._rewrite_with_checksums(table, column, self._committed.get(table.name, 0))
+        self._group.attrs.update({"schema_version": SCHEMA_VERSION, "migrated_from": 1,
+                                  "tables": {name: t.to_dict() for name, t in self._layout.items()}})
+
+    def _rewrite_with_checksums(self, table: Table, column: Column, rows: int) -> None:
+        """A version-1 column rewritten beside the old one, every chunk written (version 1 left out
+        chunks of fill values only), then swapped in by renames; a migration that was interrupted
+        finishes its swap here."""
+        folder = self.directory / ZARR_NAME / table.group
+        old, new, retired = folder / column.name, folder / f"{column.name}.migrating", folder / f"{column.name}.v1"
+        if not old.exists() and new.exists():
+            os.replace(new, old)
+        if retired.exists():
+            shutil.rmtree(retired)
+        if checksummed(self._group[f"{table.group}/{column.name}"]):
+            return
+        if new.exists():
+            shutil.rmtree(new)
+        sub = self._group[table.group]
+        self._create_column(sub, table, column, rows, f"{column.name}.migrating")
+        source, target = sub[column.name], sub[f"{column.name}.migrating"].with_config({"write_empty_chunks": True})
+        for start in range(0, rows, table.chunk_rows):
+            stop = min(rows, start + table.chunk_rows)
+            target[start:stop] = source[start:stop]
+        os.replace(old, retired)
+        os.replace(new, old)
+        shutil.rmtree(retired)
+
+    @staticmethod
+    def _create_column(sub: zarr.Group, table: Table, column: Column, rows: int, name: str | None = None) -> None:
+        # a checksum on every chunk: a damaged one is an error when read, never data
+        sub.create_array(name or column.name, shape=(rows, *column.inner_shape),
+                         chunks=(table.chunk_rows, *column.inner_shape),
+                         dtype=str if column.dtype == "str" else column.dtype, fill_value=column.fill_value,
+                         dimension_names=list(column.dims), compressors=(zarr.codecs.ZstdCodec(), Crc32cCodec()))
 
     def declare(self, tables: Iterable[Table]) -> None:
         """Make these tables (and new columns of known ones) exist; one atomic layout write."""
@@ -134,12 +177,8 @@ class CampaignStore:
                     continue
                 if column.name in sub:  # left by an unfinished declaration
                     del sub[column.name]
-                # a checksum on every chunk: a damaged one is an error when read, never data
-                sub.create_array(column.name, shape=(rows, *column.inner_shape),
-                                 chunks=(table.chunk_rows, *column.inner_shape),
-                                 dtype=str if column.dtype == "str" else column.dtype,
-                                 fill_value=column.fill_value, dimension_names=list(column.dims),
-                                 compressors=(zarr.codecs.ZstdCodec(), Crc32cCodec()))
+                self._create_column(sub, table, column, rows)
+                self._fill(table, column, rows)
                 columns.append(column)
             layout[table.name] = Table(table.name, table.group, table.dim, table.chunk_rows, tuple(columns))
         if layout != self._layout:
@@ -147,6 +186,14 @@ class CampaignStore:
             self._group.attrs.update({"tables": {name: t.to_dict() for name, t in layout.items()},
                                       "committed": committed})
             self._layout, self._committed = layout, committed
+
+    def _fill(self, table: Table, column: Column, rows: int) -> None:
+        """Write the fill value into the first ``rows`` rows of a column added to a table that has
+        them, chunk by chunk: every chunk below the committed length must exist."""
+        array = self._array(table, column.name)
+        for start in range(0, rows, table.chunk_rows):
+            n = min(table.chunk_rows, rows - start)
+            array[start:start + n] = np.full((n, *column.inner_shape), column.fill_value, dtype=column.numpy_dtype)
 
     def _truncate_uncommitted(self) -> None:
         for table in self._layout.values():

@@ -4,12 +4,12 @@ file and loads again like any other potential, and a worker builds its own calcu
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from tasks.labeling import calculator_class as ase_calculator_class
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.graph import Pairs
 from tasks.potential import SavedAsPayload
@@ -35,7 +35,8 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
         self.calculator_class, self.parameters = calculator_class, dict(parameters or {})
         self._elements = tuple(elements)
         self._dtype, self._device = dtype, torch.device(device)
-        self._make = getattr(importlib.import_module(module), name)
+        # an ASE calculator class or nothing: a potential file naming `subprocess:Popen` runs nothing
+        self._make = ase_calculator_class(calculator_class)
 
     @property
     def cutoff_A(self) -> float:

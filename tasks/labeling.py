@@ -89,19 +89,15 @@ class AseLabeler:
     @field_validator("calculator_class")
     @classmethod
     def _an_ase_calculator(cls, path: str) -> str:
-        """Imported where the spec is read: anything else (``subprocess.Popen``) is refused before it runs.
-        ASE's file-based codes (Espresso) derive from BaseCalculator, not Calculator."""
+        """Imported where the spec is read: anything else (``subprocess.Popen``) is refused before it runs."""
         try:
-            obj = import_object(path)
+            calculator_class(path)
         except CalculatorSetupError as exc:
             raise ValueError(str(exc)) from None
-        if not (isinstance(obj, type) and issubclass(obj, BaseCalculator)):
-            raise ValueError(f"{path!r} is not an ASE calculator class (a subclass of "
-                             "ase.calculators.calculator.BaseCalculator)")
         return path
 
     def calculator(self, workdir: Path | None = None) -> Calculator:
-        cls = import_object(self.calculator_class)
+        cls = calculator_class(self.calculator_class)
         kwargs = dict(self.parameters)
         if workdir is not None:
             kwargs.setdefault("directory", str(workdir))
@@ -118,6 +114,17 @@ def import_object(path: str) -> Any:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise CalculatorSetupError(f"cannot import calculator {path!r}: {exc}") from exc
+
+
+def calculator_class(path: str) -> type:
+    """The ASE calculator class at ``path`` ('module.Name' or 'module:Name'); anything else (say
+    ``subprocess.Popen``, which a spec or a potential file could name) is refused before it is
+    called. ASE's file-based codes (Espresso) derive from BaseCalculator, not Calculator."""
+    obj = import_object(path)
+    if not (isinstance(obj, type) and issubclass(obj, BaseCalculator)):
+        raise CalculatorSetupError(f"{path!r} is not an ASE calculator class (a subclass of "
+                                   "ase.calculators.calculator.BaseCalculator)")
+    return obj
 
 
 def labeler_settings_json(labeler: Any) -> str:

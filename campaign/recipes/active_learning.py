@@ -25,6 +25,7 @@ import numpy as np
 from ase.data import chemical_symbols
 from pydantic import Field, model_validator
 
+from campaign.errors import CampaignFailed
 from campaign.keys import derive_seed, task_key
 from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.label import label_items, labeled_frame_rows
@@ -349,7 +350,7 @@ def read_repulsion_table(store: CampaignStore, stage: Stage, elements: tuple[str
               for k, r, e in zip(rows["key"], rows["distances_A"], rows["energy_eV"])}
     missing = [item.payload for item in stage.items if item.key not in curves]
     if missing:
-        raise RuntimeError(f"dimer scans of {missing} failed; see `campaign status` for the errors")
+        raise CampaignFailed(f"dimer scans of {missing} failed; `campaign status` shows why, a relaunch retries them")
     by_pair = {item.payload: curves[item.key] for item in stage.items}
     pairs = list(itertools.combinations_with_replacement(elements, 2))
     return PairTable(tuple(elements), np.array(by_pair[pairs[0]][0]), np.array([by_pair[p][1] for p in pairs]))
@@ -518,8 +519,8 @@ def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
         rows = model_rows(store)
         missing = [item.key for item in stage.items if item.key not in rows]
         if missing:
-            raise RuntimeError(f"iteration {k}: {len(missing)} committee member(s) failed to train; "
-                               f"see `campaign status` for the errors")
+            raise CampaignFailed(f"iteration {k}: {len(missing)} committee member(s) failed to train; "
+                                 "`campaign status` shows why, a relaunch retries them")
         members = [rows[item.key] for item in stage.items]
         models = [(store.directory / str(m["path"])).read_bytes() for m in members]
         t1 = time.monotonic()

@@ -15,6 +15,7 @@ from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from storage.frames import LabeledFrame, frame_blocks
+from storage.schema import LABELED
 from tasks.labeling import label_batch, labeler_settings_json
 from tasks.outcome import Outcome
 from tasks.structures import Structure
@@ -52,7 +53,7 @@ def labeled_frame_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes
                      forces_eV_per_A=o.value.forces_eV_per_A, stress_eV_per_A3=o.value.stress_eV_per_A3)
         for item, o in zip(items, outcomes)
     ]
-    return frame_blocks(frames, atom_start=store.length("atoms"))
+    return frame_blocks(frames, atom_start=store.length(LABELED.atoms))
 
 
 @register
