@@ -49,12 +49,12 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
     with CampaignStore.open_for_writing(spec.store, spec.name, recipe.tables) as store:
         launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
                                             "scheduler": spec.scheduler.kind.value})
-        record_plan(store, stages)
+        planned = record_plan(store, stages)
         say(f"Store: {Path(spec.store).resolve()} (launch {launch_index})")
         with _cluster(spec, client) as running:
             say(f"Dashboard: {running.dashboard_link}")
             running.wait_for_first_worker()
             context = RunContext(spec, running.client, store, launch_index, progress=progress,
-                                 health_check=running.check_health, gpu=running.has_gpus, say=say)
+                                 health_check=running.check_health, gpu=running.has_gpus, say=say, planned=planned)
             reports = recipe.run(context, stages)
         return LaunchReport(Path(spec.store), launch_index, reports, store.length(LABELED.frames))

@@ -40,13 +40,13 @@ class RunContext:
     health_check: Callable[[], None] | None = None
     gpu: bool = False  # the cluster's workers advertise the GPU resource
     say: Callable[[str], None] = print
-    _planned: set[str] | None = field(default=None, repr=False)  # the plan's keys, read once per launch
+    planned: set[str] | None = field(default=None, repr=False)  # the plan's keys, read once per launch
 
     def start(self, stage: "Stage") -> "StageRun":
         """Plan the stage's items (what ``status`` counts as pending) and submit the pending ones."""
         from campaign.runner import StageRun, record_plan
 
-        self._planned = record_plan(self.store, [stage], self._planned)
+        self.planned = record_plan(self.store, [stage], self.planned)
         return StageRun(self.client, self.store, stage, self.launch, progress=self.progress)
 
     def run(self, stage: "Stage", quorum: float = 1.0, also: Sequence["StageRun"] = ()) -> "StageRun":

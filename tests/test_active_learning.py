@@ -256,3 +256,20 @@ def test_dimer_table_repulsion_is_scanned_stored_and_trained_in(tmp_path, client
         for a, b, energy in zip(curves["element_a"], curves["element_b"], curves["energy_eV"]):
             row = table.pair_index(table.elements.index(str(a)), table.elements.index(str(b)))
             np.testing.assert_allclose(table.energy_eV[row], json.loads(str(energy)))
+
+
+@pytest.mark.slow
+def test_a_failed_dimer_scan_stops_the_loop_with_one_line_and_exit_1(tmp_path):
+    """tblite's SCF does not converge for Mo–S at 0.5 Å: the scan of that pair fails, the loop
+    cannot train without its table, and the launch says so in one line (the ledger has the error)."""
+    path = al_spec(tmp_path, iterations=1)
+    raw = yaml.safe_load(path.read_text())
+    raw["recipe"]["committee"]["repulsion"] = {"kind": "dimer_table",
+                                               "distances_A": [0.5, 0.8, 1.1, 1.4, 1.7]}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run = subprocess.run([sys.executable, "-m", "campaign.cli", "launch", str(path), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert run.stderr.count("\n") == 1 and "dimer scans of [('S', 'Mo')] failed" in run.stderr, run.stderr
+    with CampaignStore.open(tmp_path / "store") as store:
+        assert store.length("al_repulsion") == 2 and store.length("al_models") == 0

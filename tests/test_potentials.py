@@ -346,3 +346,20 @@ def test_a_file_of_an_unknown_format_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ValueError, match="not a potential file"):
         load_potential(tmp_path / "notes.txt")
+
+
+def test_a_potential_file_naming_something_else_than_a_calculator_runs_nothing(tmp_path):
+    """A potential file is data: one naming `subprocess:Popen` as its calculator is refused before
+    anything is called (as the labeler's calculator_class of a spec is)."""
+    import io
+
+    from ase.calculators.calculator import CalculatorSetupError
+
+    marker = tmp_path / "ran"
+    payload = {"format": "campaign-ase-calculator-1", "calculator_class": "subprocess:Popen",
+               "parameters": {"args": f"touch {marker}", "shell": True}, "elements": ["S"]}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with pytest.raises(CalculatorSetupError, match="not an ASE calculator class"):
+        load_potential(buffer.getvalue())
+    assert not marker.exists()

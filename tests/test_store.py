@@ -83,3 +83,24 @@ def test_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path):
     # The kernel dropped the lock with the process: a relaunch after a crash is never blocked.
     with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
         assert store.length("ledger") == 0
+
+
+def test_a_column_added_to_a_table_with_rows_reads_as_fill_values_and_keeps_the_store_whole(tmp_path):
+    """A recipe whose table gains a column: the rows already committed get the fill value, and
+    every chunk below the committed length exists, so the store opens (with checksums) as before."""
+    from storage.tables import columnar
+
+    before = columnar("things", "things", "thing", (("n", "i8"),), chunk_rows=4)
+    after = columnar("things", "things", "thing", (("n", "i8"), ("energy_eV", "f8"), ("label", "str")), chunk_rows=4)
+    with CampaignStore.open_for_writing(tmp_path / "s", "c", [before]) as store:
+        store.append({"things": {"n": np.arange(10)}})
+    with CampaignStore.open_for_writing(tmp_path / "s", "c", [after]) as store:
+        store.append({"things": {"n": np.array([10]), "energy_eV": np.array([-1.5]),
+                                 "label": np.array(["x"], dtype=object)}})
+    for _ in range(2):  # read-only with every checksum verified, then a launch's open
+        store = CampaignStore.open(tmp_path / "s", checksums=True)
+        rows = store.read("things")
+        assert rows["n"].tolist() == list(range(11))
+        assert np.isnan(rows["energy_eV"][:10]).all() and rows["energy_eV"][10] == -1.5
+        assert [str(x) for x in rows["label"]] == [""] * 10 + ["x"]
+        CampaignStore.open_for_writing(tmp_path / "s", "c", [after]).close()

@@ -86,6 +86,7 @@ def test_a_truncated_chunk_fails_its_checksum_and_nothing_is_written(finished, t
     _refused(["launch", str(run / "t.yaml"), "--no-progress"], capsys, "table 'frames', column 'energy_eV'",
              "checksum")
     _refused(["export", str(store), str(tmp_path / "out.xyz")], capsys, "energy_eV", "checksum")
+    _refused(["status", str(store)], capsys, "energy_eV", "checksum")
     assert _store_digest(store) == before
 
 
@@ -97,6 +98,15 @@ def test_an_empty_root_metadata_file_is_damage_not_a_new_store(finished, tmp_pat
     _refused(["launch", str(run / "t.yaml"), "--no-progress"], capsys, "root metadata", "zarr.json")
     _refused(["status", str(store)], capsys, "root metadata")
     assert _store_digest(store) == before
+
+
+def test_a_store_without_its_root_metadata_is_refused_untouched(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path)
+    store = run / "store"
+    (store / ZARR_NAME / "zarr.json").unlink()
+    before = _store_digest(store)
+    _refused(["launch", str(run / "t.yaml"), "--no-progress"], capsys, "holds data but no root metadata")
+    assert _store_digest(store) == before and not (store / ZARR_NAME / "zarr.json").exists()
 
 
 def test_a_group_with_tables_but_no_schema_version_is_refused_not_reinitialised(finished, tmp_path, capsys):

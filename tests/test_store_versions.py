@@ -75,3 +75,40 @@ def test_active_learning_store_of_version_1_resumes_without_retraining(tmp_path,
         assert store.read(AL_ITERATIONS, ["iteration"])["iteration"].tolist() == [0]
     assert models["key"].tolist() == models_before["key"].tolist()
     assert models["sha256"].tolist() == models_before["sha256"].tolist()
+
+
+def test_active_learning_store_of_version_1_stopped_after_training_resumes_where_it_stopped(tmp_path, client):
+    """al_mid: the same campaign as al, stopped by the old release after its committee trained.
+    The relaunch trains nothing and explores, selects and labels exactly what the old release did
+    (its seeds and keys are kept for migrated stores)."""
+    spec = load_spec(_copy("al_mid", tmp_path))
+    launch(spec, client=client, progress=False, say=lambda _: None)
+    with CampaignStore.open(spec.store) as resumed, CampaignStore.open(V1 / "al" / "store") as finished:
+        ledger = resumed.read("ledger", ["stage", "launch"])
+        assert [int(n) for s, n in zip(ledger["stage"], ledger["launch"]) if s == "al-train-0"] == [0, 0]
+        assert set(resumed.read("al_explored", ["key"])["key"].tolist()) == \
+            set(finished.read("al_explored", ["key"])["key"].tolist())
+        assert sorted(map(str, resumed.read("frames", ["key"])["key"])) == \
+            sorted(map(str, finished.read("frames", ["key"])["key"]))
+        for column in ("n_explored", "n_selected", "n_accurate"):
+            assert resumed.read(AL_ITERATIONS, [column])[column].tolist() == \
+                finished.read(AL_ITERATIONS, [column])[column].tolist()
+
+
+def test_a_migrated_version_1_store_has_checksums_and_its_damage_is_found(tmp_path, capsys):
+    """Version 1 wrote no checksums and skipped chunks of fill values; the migration rewrites its
+    arrays, so a chunk deleted afterwards is damage, not fill values (the ledger's error column
+    was all empty strings: version 1 had not written its chunk at all)."""
+    from storage.schema import ZARR_NAME
+
+    _copy("label", tmp_path)
+    store = tmp_path / "label" / "store"
+    assert not (store / ZARR_NAME / "ledger" / "error" / "c" / "0").exists()
+    CampaignStore.open_for_writing(store, "v1-label").close()
+    with CampaignStore.open(store, checksums=True) as migrated:
+        assert migrated.attrs["schema_version"] == SCHEMA_VERSION
+        assert [str(e) for e in migrated.read("ledger", ["error"])["error"]] == ["", "", ""]
+    (store / ZARR_NAME / "ledger" / "error" / "c" / "0").unlink()
+    capsys.readouterr()
+    assert main(["status", str(store)]) == 2
+    assert "table 'ledger', column 'error': chunk c/0 (rows 0–2) is missing" in capsys.readouterr().err
