@@ -77,3 +77,19 @@ def tree_digest(directory: Path) -> str:
 
 def load_json(text: str) -> dict:
     return json.loads(text)
+
+
+def rattled_sheets_and_one_without_mo(n_rattled: int) -> list:
+    """Structures of 2x2 MoS2 sheets: ``n_rattled`` rattled copies (seeds 0, 1, ...), then one with
+    every Mo removed (an element a structure lacks)."""
+    import numpy as np
+    from ase.build import mx2
+
+    from tasks.active.initial import vacancy
+    from tasks.structures import Structure
+
+    base = mx2("MoS2", size=(2, 2, 1), vacuum=6.0)
+    structures = [Structure.from_atoms(base.copy()) for _ in range(n_rattled)]
+    for k, s in enumerate(structures):
+        s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
+    return structures + [Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0)))]

@@ -205,20 +205,13 @@ def test_trust_window_must_be_ordered(tmp_path):
 def test_fingerprints_of_a_batch_equal_those_of_each_structure():
     """Per-element descriptor means, batched in chunks, equal one structure at a time; an
     element a structure lacks gets zeros."""
-    from ase.build import mx2
-
-    from tasks.active.initial import vacancy
     from tasks.active.select import structure_fingerprints
     from tasks.nnp.descriptors import DescriptorSettings
     from tasks.nnp.model import BehlerParrinello, ModelSettings
-    from tasks.structures import Structure
+    from tests.conftest import rattled_sheets_and_one_without_mo
 
     model = BehlerParrinello(ModelSettings(DescriptorSettings(elements=("Mo", "S")), hidden=(8,)))
-    base = mx2("MoS2", size=(2, 2, 1), vacuum=6.0)
-    structures = [Structure.from_atoms(base.copy()) for _ in range(5)]
-    for k, s in enumerate(structures):
-        s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
-    structures.append(Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0))))  # no Mo left
+    structures = rattled_sheets_and_one_without_mo(5)  # the last one has no Mo left
     batched = structure_fingerprints(model, structures, chunk=4)
     one_by_one = np.concatenate([structure_fingerprints(model, [s]) for s in structures])
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)

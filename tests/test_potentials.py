@@ -303,17 +303,12 @@ def test_fingerprints_fall_back_to_radial_distributions_for_potentials_without_d
     """Farthest-point selection needs fingerprints from any potential: tblite has no descriptors,
     so per-element-pair radial distributions stand in; batched in chunks they equal one structure
     at a time, an absent element gives zeros, and rattled copies differ."""
-    from tasks.active.initial import vacancy
     from tasks.active.select import structure_fingerprints
-    from tasks.structures import Structure
+    from tests.conftest import rattled_sheets_and_one_without_mo
 
     potential = AseCalculatorPotential(*TBLITE, elements=("Mo", "S"))
     assert getattr(potential, "fingerprints", None) is None
-    base = mx2("MoS2", size=(2, 2, 1), vacuum=6.0)
-    structures = [Structure.from_atoms(base.copy()) for _ in range(4)]
-    for k, s in enumerate(structures):
-        s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
-    structures.append(Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0))))  # no Mo left
+    structures = rattled_sheets_and_one_without_mo(4)  # the last one has no Mo left
     batched = structure_fingerprints(potential, structures, chunk=3)
     one_by_one = np.concatenate([structure_fingerprints(potential, [s]) for s in structures])
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
