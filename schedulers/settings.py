@@ -13,11 +13,14 @@ class SchedulerKind(str, Enum):
     slurm = "slurm"
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The strict base of the spec (tasks/settings.py), repeated here because schedulers/ may not
+    import tasks/ (nor tasks/ schedulers/): unknown keys refused, values frozen once parsed."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalSettings(_Strict):
+class LocalSettings(StrictModel):
     """A distributed.LocalCluster on this machine: one single-threaded worker process per core."""
 
     workers: int | None = Field(None, ge=1, description="worker processes; default: the number of cores")
@@ -33,7 +36,7 @@ class LocalSettings(_Strict):
     tls: bool = True
 
 
-class AdaptSettings(_Strict):
+class AdaptSettings(StrictModel):
     minimum_jobs: int = Field(1, ge=0)
     maximum_jobs: int = Field(..., ge=1)
 
@@ -56,7 +59,7 @@ def walltime_seconds(walltime: str) -> int:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-class SlurmSettings(_Strict):
+class SlurmSettings(StrictModel):
     """Worker jobs submitted with sbatch through dask-jobqueue's SLURMCluster."""
 
     queue: str | None = Field(None, description="partition (#SBATCH -p)")
@@ -103,7 +106,7 @@ class SlurmSettings(_Strict):
         return f"{(total - 300) // 60}m" if total >= 600 else None
 
 
-class SchedulerSettings(_Strict):
+class SchedulerSettings(StrictModel):
     kind: SchedulerKind = SchedulerKind.local
     local: LocalSettings = LocalSettings()
     slurm: SlurmSettings = SlurmSettings()

@@ -6,7 +6,6 @@ worker, so nothing heavy or unpicklable crosses the network.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import json
@@ -18,17 +17,14 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import (BaseCalculator, Calculator, CalculatorSetupError,
                                         PropertyNotImplementedError)
-from pydantic import ConfigDict, Field, field_validator
-from pydantic.dataclasses import dataclass as settings_dataclass
+from pydantic import Field, field_validator
 
 from tasks.outcome import Outcome, run_each
+from tasks.settings import StrictModel
 from tasks.structures import Structure
 
-_FORBID = ConfigDict(extra="forbid")
 
-
-@settings_dataclass(frozen=True, config=_FORBID)
-class TbliteLabeler:
+class TbliteLabeler(StrictModel):
     """GFN-xTB tight binding through tblite: real quantum chemistry, about a second per small cell."""
 
     kind: Literal["tblite"] = "tblite"
@@ -47,8 +43,7 @@ class TbliteLabeler:
                       max_iterations=self.max_iterations, verbosity=0)
 
 
-@settings_dataclass(frozen=True, config=_FORBID)
-class GpawLabeler:
+class GpawLabeler(StrictModel):
     """Plane-wave DFT with GPAW (pip install -e .[gpaw]); setups come from the gpaw-data package."""
 
     kind: Literal["gpaw"] = "gpaw"
@@ -72,8 +67,7 @@ class GpawLabeler:
             atoms.set_initial_magnetic_moments([self.initial_magmoms.get(s, 0.0) for s in atoms.get_chemical_symbols()])
 
 
-@settings_dataclass(frozen=True, config=_FORBID)
-class AseLabeler:
+class AseLabeler(StrictModel):
     """Any ASE calculator by import path, e.g. ``ase.calculators.vasp.Vasp`` with its keywords.
 
     File-based codes (VASP, Quantum ESPRESSO, CP2K) run in ``workdir/<structure digest>``, which
@@ -128,7 +122,7 @@ def calculator_class(path: str) -> type:
 
 
 def labeler_settings_json(labeler: Any) -> str:
-    return json.dumps(dataclasses.asdict(labeler), sort_keys=True)
+    return json.dumps(labeler.model_dump(mode="json"), sort_keys=True)
 
 
 @dataclass(frozen=True, eq=False)

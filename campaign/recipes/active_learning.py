@@ -298,7 +298,7 @@ def initial_stages(spec: CampaignSpec) -> list[Stage]:
     if relax is not None:
         settings = relax.model_dump()
         items = [WorkItem(task_key("al-relax", VERSION, {"structure": s.canonical(), "relax": settings,
-                                                        "labeler": dataclasses.asdict(labeler)}), s)
+                                                        "labeler": labeler.model_dump(mode="json")}), s)
                  for s in base[:relax.count]]
         stages.append(Stage("al-relax", items, relax_batch,
                             {"labeler": labeler, "max_steps": relax.max_steps, "fmax_eV_per_A": relax.fmax_eV_per_A,
@@ -325,8 +325,8 @@ def repulsion_stage(spec: CampaignSpec, elements: tuple[str, ...]) -> Stage:
     Below the labeler's usual closest distance on purpose: that is what the table is for."""
     recipe = spec.recipe
     distances = recipe.committee.repulsion.scan_distances_A()
-    labeler = dataclasses.replace(spec.labeler, min_distance_A=0.0)
-    settings = dataclasses.asdict(labeler)
+    labeler = spec.labeler.model_copy(update={"min_distance_A": 0.0})
+    settings = labeler.model_dump(mode="json")
     items = [WorkItem(task_key("al-dimer-scan", VERSION, {"pair": [a, b], "distances_A": distances,
                                                           "labeler": settings}), (a, b))
              for a, b in itertools.combinations_with_replacement(elements, 2)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Literal, Sequence
 
@@ -35,7 +34,7 @@ class LabelSpec(RecipeSpec):
 
 def label_items(structures: Sequence[Structure], labeler) -> list[WorkItem]:
     """One item per distinct (structure, labeler settings); duplicates collapse to one key."""
-    settings = dataclasses.asdict(labeler)
+    settings = labeler.model_dump(mode="json")
     items: dict[str, WorkItem] = {}
     for structure in structures:
         key = task_key(LABEL_TASK, LABEL_VERSION, {"structure": structure.canonical(), "labeler": settings})
