@@ -19,7 +19,6 @@ from storage.errors import StoreError
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command stopped by Ctrl-C
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,7 +105,12 @@ def _export(args) -> int:
     from campaign.export import export_frames
     from storage import CampaignStore
 
-    n = export_frames(CampaignStore.open(_store_dir(args.store)), args.out, args.fmt)
+    store = CampaignStore.open(_store_dir(args.store))
+    try:
+        n = export_frames(store, args.out, args.fmt)
+    except OSError as exc:  # the output's folder is missing, read-only or full: the previous file stays
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {n} frames to {args.out}")
     return 0
 
@@ -121,29 +125,38 @@ def _store_dir(path: Path) -> Path:
 
 
 class Terminated(BaseException):
-    """SIGTERM (SLURM at the walltime, ``kill``), raised in the main thread so that it unwinds the
-    launch like Ctrl-C: arrived results are committed, the cluster closed, the lock released."""
+    """SIGTERM (SLURM at the walltime, ``kill``) or SIGHUP (the ssh session of a foreground launch
+    dropped), raised in the main thread so that it unwinds the launch like Ctrl-C: arrived results
+    are committed, the cluster closed, the lock released."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
+
+
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in _TERMINATING} if in_main_thread else {}
     try:
         return _run(args)
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C): results that arrived were committed; launch again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated (SIGTERM): results that arrived were committed; launch again to resume", file=sys.stderr)
-        return EXIT_TERMINATED
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"terminated ({name}): results that arrived were committed; launch again to resume", file=sys.stderr)
+        return 128 + exc.signum  # 143 for SIGTERM, 129 for SIGHUP, as a shell reports them
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args) -> int:

@@ -311,7 +311,36 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
         pass  # the lock is free
 
 
+def test_a_dropped_ssh_session_sighup_unwinds_like_sigterm(tmp_path):
+    """SIGHUP (the terminal of a foreground launch went away): one line, exit 129, lock free."""
+    spec = write_spec(tmp_path, structures=[small_crs(count=12, seed=23, supercell=(2, 2, 1))],
+                      scheduler={"local": {"workers": 1, "dashboard_address": "127.0.0.1:0"}})
+    proc = _launch(spec, tmp_path / "log")
+    try:
+        while not proc.stdout.readline().startswith("Dashboard: "):
+            assert proc.poll() is None, (tmp_path / "log").read_text()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGHUP)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "log").read_text()
+    assert proc.returncode == 129, (proc.returncode, err[-3000:])
+    assert err.splitlines() == [err.strip()] and err.startswith("terminated (SIGHUP)"), err[-3000:]
+    with CampaignStore.open_for_writing(tmp_path / "store", "t"):
+        pass  # the lock is free
+
+
 # -- 7. Export atomicity -----------------------------------------------------------------------
+
+def test_an_export_that_cannot_write_its_output_is_one_line_and_exit_2(tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(V1_LABEL_STORE, store)
+    capsys.readouterr()
+    assert main(["export", str(store), str(tmp_path / "missing-folder" / "frames.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot write") and "No such file or directory" in err
 
 def test_a_failed_export_leaves_the_previous_file_as_it_was(tmp_path):
     store = tmp_path / "store"
