@@ -10,7 +10,7 @@ ignores it. A committee adds ``force_deviation`` (B,) and ``energy_deviation_per
 Optional capabilities, detected by the functions below rather than by the class:
   ``atomic_energy_fn(batch, pairs)``: pair vectors (P, 3) → atomic energies (M, N); a repulsion
       blend needs it, and it gives per-atom energies.
-  ``fingerprints(batch, pairs)``: per-structure feature vectors for farthest-point selection.
+  ``fingerprints(batch)``: per-structure feature vectors for farthest-point selection.
   ``shares_evaluation_with(other)`` and ``evaluate_together(members, batch, pairs, ...)``: members of
       a committee that can be evaluated in one pass (Behler–Parrinello networks on one descriptor).
 
