@@ -291,45 +291,38 @@ def test_sigterm_commits_releases_the_lock_and_a_relaunch_finishes(tmp_path):
     _exactly_once(store_dir, n)
 
 
-def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
-    spec = write_spec(tmp_path, structures=[small_crs(count=12, seed=22, supercell=(2, 2, 1))],
+def _signalled_mid_launch(tmp_path, seed: int, send) -> tuple[int, str]:
+    """Launch a small campaign, call ``send(proc)`` once it runs; its exit code and stderr. The
+    lock must be free afterwards."""
+    spec = write_spec(tmp_path, structures=[small_crs(count=12, seed=seed, supercell=(2, 2, 1))],
                       scheduler={"local": {"workers": 1, "dashboard_address": "127.0.0.1:0"}})
     proc = _launch(spec, tmp_path / "log", start_new_session=True)
     try:
         while not proc.stdout.readline().startswith("Dashboard: "):
             assert proc.poll() is None, (tmp_path / "log").read_text()
         time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        send(proc)
         proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    err = (tmp_path / "log").read_text()
-    assert proc.returncode == 130, (proc.returncode, err[-3000:])
-    assert err.splitlines() == [err.strip()] and err.startswith("interrupted (Ctrl-C)"), err[-3000:]
     with CampaignStore.open_for_writing(tmp_path / "store", "t"):
         pass  # the lock is free
+    return proc.returncode, (tmp_path / "log").read_text()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    # what a terminal's Ctrl-C does: SIGINT to the whole foreground group
+    code, err = _signalled_mid_launch(tmp_path, 22, lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    assert code == 130, (code, err[-3000:])
+    assert err.splitlines() == [err.strip()] and err.startswith("interrupted (Ctrl-C)"), err[-3000:]
 
 
 def test_a_dropped_ssh_session_sighup_unwinds_like_sigterm(tmp_path):
     """SIGHUP (the terminal of a foreground launch went away): one line, exit 129, lock free."""
-    spec = write_spec(tmp_path, structures=[small_crs(count=12, seed=23, supercell=(2, 2, 1))],
-                      scheduler={"local": {"workers": 1, "dashboard_address": "127.0.0.1:0"}})
-    proc = _launch(spec, tmp_path / "log")
-    try:
-        while not proc.stdout.readline().startswith("Dashboard: "):
-            assert proc.poll() is None, (tmp_path / "log").read_text()
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGHUP)
-        proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = (tmp_path / "log").read_text()
-    assert proc.returncode == 129, (proc.returncode, err[-3000:])
+    code, err = _signalled_mid_launch(tmp_path, 23, lambda proc: proc.send_signal(signal.SIGHUP))
+    assert code == 129, (code, err[-3000:])
     assert err.splitlines() == [err.strip()] and err.startswith("terminated (SIGHUP)"), err[-3000:]
-    with CampaignStore.open_for_writing(tmp_path / "store", "t"):
-        pass  # the lock is free
 
 
 # -- 7. Export atomicity -----------------------------------------------------------------------
