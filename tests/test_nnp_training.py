@@ -44,7 +44,9 @@ def trained(tmp_path_factory, client):
     spec = load_spec(write_spec(workdir, name="nnp_data", structures=structures))
     launch(spec, client=client, progress=False)
     export_frames(CampaignStore.open(spec.store), workdir / "frames.xyz")
-    frames = ase.io.read(workdir / "frames.xyz", index=":")
+    # The store holds frames in the order labeling finished, which varies from run to run; sorted by
+    # key, every run trains on the same splits.
+    frames = sorted(ase.io.read(workdir / "frames.xyz", index=":"), key=lambda atoms: atoms.info["key"])
     torch.set_num_threads(1)
     data = prepare(frames, ELEMENTS, SETTINGS.radial_cutoff_A, torch.float32)
     models, reports = train_committee(data, SETTINGS, seeds=[0, 1])

@@ -1,7 +1,10 @@
 """Fit a Behler–Parrinello model (or a committee, one seed and one split per member) to labels.
 
 Loss = w_E ⟨(ΔE / N_atoms)²⟩ + w_F ⟨ΔF²⟩ over frames and force components; Adam with exponential
-learning-rate decay; early stopping on the validation split, keeping the best state. With a
+learning-rate decay. The weights are constant, or follow DeePMD-kit's prefactor schedule
+w(t) = w_limit + (w_start − w_limit) · lr(t) / lr(0), which fits forces first and energies last.
+Early stopping is on the held-out validation split only, scored with the final weights, keeping the
+best state; without a validation split every epoch runs and the last state is kept. With a
 repulsion (DP-Tab) the network is trained inside the blend: the loss is on the blended model's
 energies and forces, so the network learns what the table leaves to it.
 """
@@ -37,12 +40,23 @@ class TrainSettings(StrictModel):
     frames_per_step: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     lr_decay_per_epoch: float = Field(0.99, gt=0, le=1)
-    energy_weight: float = Field(1.0, ge=0)
-    force_weight: float = Field(10.0, ge=0)
-    validation_fraction: float = Field(0.2, ge=0, lt=1)
+    energy_weight: float = Field(1.0, ge=0, description="w_E, or its start value with energy_weight_limit")
+    force_weight: float = Field(10.0, ge=0, description="w_F, or its start value with force_weight_limit")
+    energy_weight_limit: float | None = Field(None, ge=0, description="DeePMD's limit_pref_e: w_E moves "
+                                              "from energy_weight to this as the learning rate decays")
+    force_weight_limit: float | None = Field(None, ge=0, description="DeePMD's limit_pref_f")
+    validation_fraction: float = Field(0.2, ge=0, lt=1, description="held-out frames for early stopping; "
+                                       "0: no early stopping, all max_epochs run")
     dtype: Literal["float32", "float64"] = "float64"
     device: str = Field("auto", description="auto: the GPU when there is one (train_member), else the CPU")
     repulsion: RepulsionSettings | None = Field(None, description="DP-Tab: train inside a repulsion blend")
+
+    def loss_weights(self, lr_fraction: float) -> tuple[float, float]:
+        """(w_E, w_F) when the learning rate is ``lr_fraction`` of its start value (1 at the start,
+        → 0 at the end): constant weights, or DeePMD's prefactor schedule where a limit is set."""
+        def weight(start: float, limit: float | None) -> float:
+            return start if limit is None else limit + (start - limit) * lr_fraction
+        return weight(self.energy_weight, self.energy_weight_limit), weight(self.force_weight, self.force_weight_limit)
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,36 +211,44 @@ def train_model(data: LabeledData, settings: TrainSettings, seed: int, warm_star
     optimiser = torch.optim.Adam(network.atomic.nets.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=settings.lr_decay_per_epoch)
     rng = np.random.default_rng(seed)
+    final_weights = settings.loss_weights(0.0)  # what early stopping scores: the schedule's end point
     best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
     history = []
     epoch = 0
     for epoch in range(1, settings.max_epochs + 1):
+        w_energy, w_force = settings.loss_weights(scheduler.get_last_lr()[0] / settings.learning_rate)
         order = train_idx[rng.permutation(len(train_idx))].tolist()
         total = 0.0
         for de, df in _errors(model, data, order, settings.frames_per_step, create_graph=True):
-            loss = settings.energy_weight * de.pow(2).mean() + settings.force_weight * df.pow(2).mean()
+            loss = w_energy * de.pow(2).mean() + w_force * df.pow(2).mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(de)
         scheduler.step()
-        val_loss = _loss(model, data, val_idx if len(val_idx) else train_idx, settings)
+        if len(val_idx) == 0:  # nothing held out: no early stopping, the last state is kept
+            history.append((epoch, total / max(1, len(train_idx)), float("nan")))
+            best = (float("nan"), epoch, None)
+            continue
+        val_loss = _loss(model, data, val_idx, final_weights)
         history.append((epoch, total / max(1, len(train_idx)), val_loss))
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= settings.patience_epochs:
             break
-    model.load_state_dict(best[2])
+    if best[2] is not None:
+        model.load_state_dict(best[2])
     e_tr, f_tr = rmse(model, data, train_idx)
     e_va, f_va = rmse(model, data, val_idx)
     return model, TrainReport(seed, epoch, best[1], len(train_idx), len(val_idx), e_tr, f_tr, e_va, f_va,
                               time.perf_counter() - start_time, history)
 
 
-def _loss(model, data, idx, settings) -> float:
+def _loss(model, data, idx, weights: tuple[float, float]) -> float:
+    w_energy, w_force = weights
     total, count = 0.0, 0
     for de, df in _errors(model, data, list(idx), 32, create_graph=False):
-        total += float((settings.energy_weight * de.pow(2).mean() + settings.force_weight * df.pow(2).mean()).detach()) * len(de)
+        total += float((w_energy * de.pow(2).mean() + w_force * df.pow(2).mean()).detach()) * len(de)
         count += len(de)
     return total / max(1, count)
 
