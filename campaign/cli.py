@@ -40,9 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--out", type=Path, help="folder for the PNG files; default: STORE/report")
 
-    p = sub.add_parser("export", help="write labeled structures to a file")
+    p = sub.add_parser("export", help="write labeled structures to a file (extxyz) or a folder (deepmd)")
     p.add_argument("store", type=Path)
-    p.add_argument("--to", dest="fmt", default="extxyz", choices=["extxyz"])
+    p.add_argument("--to", dest="fmt", default="extxyz", choices=["extxyz", "deepmd"],
+                   help="extxyz: one file; deepmd: a new folder of DeePMD-kit systems, one per composition")
+    p.add_argument("--type-map", type=_element_list, metavar="Mo,S",
+                   help="deepmd: element order of type_map.raw; default: the store's elements by atomic number")
     p.add_argument("out", type=Path)
     return parser
 
@@ -101,17 +104,33 @@ def _report(args) -> int:
     return 0
 
 
+def _element_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _export(args) -> int:
+    from campaign.deepmd import DeepmdError, export_deepmd
     from campaign.export import export_frames
     from storage import CampaignStore
+    from storage.frames import iter_frames
 
+    if args.type_map is not None and args.fmt != "deepmd":
+        print("error: --type-map applies to --to deepmd only", file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = CampaignStore.open(_store_dir(args.store))
     try:
-        n = export_frames(store, args.out, args.fmt)
-    except OSError as exc:  # the output's folder is missing, read-only or full: the previous file stays
+        if args.fmt == "deepmd":
+            done = export_deepmd(iter_frames(store), args.out, args.type_map)
+            print(f"wrote {done.frames} frames in {done.systems} DeePMD systems (type map "
+                  f"{','.join(done.type_map)}) to {args.out}")
+        else:
+            print(f"wrote {export_frames(store, args.out, args.fmt)} frames to {args.out}")
+    except OSError as exc:  # the output's folder is missing, read-only or full: the previous output stays
         print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"wrote {n} frames to {args.out}")
+    except DeepmdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the project on a fresh Debian/Ubuntu machine with Python 3.10+.
 #   scripts/setup.sh          # the campaign tool (CPU torch, tblite, dask, zarr, ...)
-#   scripts/setup.sh --test   # plus test tools, GPAW (compiled against Debian's libxc/OpenBLAS/FFTW) and SLURM
+#   scripts/setup.sh --test   # plus test tools, dpdata, GPAW (compiled against Debian's libxc/OpenBLAS/FFTW) and SLURM
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,7 +10,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 extras=""
 if [ "${1:-}" = "--test" ]; then
-    extras="[test,gpaw]"
+    extras="[test,gpaw,deepmd]"
     # GPAW builds against these; do not install Debian's gpaw package (its MPI breaks the pip build).
     if ! dpkg -s libxc-dev libopenblas-dev libfftw3-dev >/dev/null 2>&1; then
         as_root apt-get update -q
