@@ -1,5 +1,7 @@
-"""DeePMD-kit data out of campaigns, through dpdata (an optional dependency): the store's labeled
-frames as the folders ``dp train`` reads, one system per composition.
+"""DeePMD-kit data in and out of campaigns, through dpdata (an optional dependency).
+
+Out: the store's labeled frames as the folders ``dp train`` reads, one system per composition.
+In: DeePMD systems (``deepmd/npy``, ``deepmd/raw``, ``deepmd/hdf5``) as ASE structures.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
+from ase.io.formats import string2index
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from storage.frames import LabeledFrame
 
 INSTALL_HINT = "pip install 'mlip-campaign[deepmd]'"
+READ_FORMATS = ("deepmd/npy", "deepmd/raw", "deepmd/hdf5")
 WRITE_FORMAT = "deepmd/npy"  # what `dp train` reads; float64, as the store holds it
+_SYSTEM_MARKER = "type.raw"  # every DeePMD system, folder or HDF5 group, has one
 
 
 class DeepmdError(Exception):
@@ -33,6 +39,8 @@ def require_dpdata(purpose: str):
         raise DeepmdError(f"{purpose} needs dpdata: {INSTALL_HINT}") from None
     return dpdata
 
+
+# ----- out: labeled frames to DeePMD systems ---------------------------------------------------
 
 @dataclass
 class _Composition:
@@ -158,3 +166,54 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+# ----- in: DeePMD systems to structures -------------------------------------------------------
+
+def read_deepmd(path: Path, fmt: str = "deepmd/npy", index: str = ":") -> list[Atoms]:
+    """The frames of every DeePMD system at ``path`` (a system, or a folder or HDF5 file holding
+    systems), in path order, selected by an ASE index string over all of them."""
+    if fmt not in READ_FORMATS:
+        raise DeepmdError(f"unknown DeePMD format {fmt!r}; choose from {', '.join(READ_FORMATS)}")
+    dpdata = require_dpdata(f"reading DeePMD data {path}")
+    frames: list[Atoms] = []
+    for system in _system_names(Path(path), fmt):
+        try:
+            frames += dpdata.System(system, fmt=fmt).to("ase/structure")
+        except Exception as exc:  # noqa: BLE001 - dpdata raises many kinds; all mean "cannot read this"
+            raise DeepmdError(f"cannot read DeePMD system {system} ({fmt}): {type(exc).__name__}: {exc}") from None
+    try:
+        chosen = frames[string2index(index)]
+    except (ValueError, IndexError) as exc:
+        raise DeepmdError(f"index {index!r} of {path} ({len(frames)} frames): {exc}") from None
+    chosen = chosen if isinstance(chosen, list) else [chosen]
+    if not chosen:
+        raise DeepmdError(f"{path} holds no frames (index {index!r})")
+    return chosen
+
+
+def _system_names(path: Path, fmt: str) -> list[str]:
+    """The names dpdata opens, one per system: folders with a ``type.raw`` (this one, or those below
+    it), or for HDF5 the file itself or ``file#group`` for each top-level group."""
+    if fmt == "deepmd/hdf5":
+        systems = _hdf5_systems(path)
+    elif (path / _SYSTEM_MARKER).is_file():
+        systems = [str(path)]
+    else:
+        systems = sorted(str(marker.parent) for marker in path.rglob(_SYSTEM_MARKER))
+    if not systems:
+        raise DeepmdError(f"{path} holds no DeePMD system (no {_SYSTEM_MARKER} in it or below it; format {fmt})")
+    return systems
+
+
+def _hdf5_systems(path: Path) -> list[str]:
+    import h5py  # a dependency of dpdata
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if _SYSTEM_MARKER in handle:
+                return [str(path)]
+            return [f"{path}#{name}" for name in sorted(handle)
+                    if isinstance(handle[name], h5py.Group) and _SYSTEM_MARKER in handle[name]]
+    except OSError as exc:
+        raise DeepmdError(f"cannot read DeePMD HDF5 file {path}: {exc}") from None

@@ -56,15 +56,30 @@ class GenerateSource(StrictModel):
         return self
 
 
+class DeepmdSource(StrictModel):
+    """Structures from DeePMD-kit data, read with dpdata (``pip install 'mlip-campaign[deepmd]'``)."""
+
+    deepmd: Path = Field(..., description="a system folder (type.raw, set.*), a folder holding systems at any "
+                         "depth, or for deepmd/hdf5 the file; relative paths are taken from the spec file's folder")
+    format: Literal["deepmd/npy", "deepmd/raw", "deepmd/hdf5"] = "deepmd/npy"
+    index: str = Field(":", description="ASE index over the frames of all systems, in path order")
+    tag: str | None = Field(None, description="source tag stored with each frame; default: the folder name")
+
+
 def _source_kind(value: Any) -> str:
-    """A source with a ``file`` is a file source, any other a generated one: errors then speak of
-    the one the user meant, not of both."""
-    has_file = isinstance(value, FileSource) or (isinstance(value, dict) and "file" in value)
-    return "file-source" if has_file else "generated-source"
+    """A source with a ``file`` is a file source, one with ``deepmd`` a DeePMD source, any other a
+    generated one: errors then speak of the one the user meant, not of all three."""
+    def has(key: str, model: type) -> bool:
+        return isinstance(value, model) or (isinstance(value, dict) and key in value)
+
+    if has("file", FileSource):
+        return "file-source"
+    return "deepmd-source" if has("deepmd", DeepmdSource) else "generated-source"
 
 
-_SOURCE_TAGS = ("file-source", "generated-source")
+_SOURCE_TAGS = ("file-source", "deepmd-source", "generated-source")
 StructureSource = Annotated[Union[Annotated[FileSource, Tag("file-source")],
+                                  Annotated[DeepmdSource, Tag("deepmd-source")],
                                   Annotated[GenerateSource, Tag("generated-source")]], Discriminator(_source_kind)]
 
 
@@ -184,13 +199,13 @@ def _recipe_model(section: Any) -> type | None:
 
 
 def _resolved(value: Any, base: Path, where: str) -> Any:
-    """``value`` with every FileSource in it (at any depth of models and lists) made absolute
-    against ``base`` and checked to exist; unchanged parts are returned as they are."""
+    """``value`` with the path of every file or DeePMD source in it (at any depth of models and lists)
+    made absolute against ``base`` and checked to exist; unchanged parts are returned as they are."""
     if isinstance(value, FileSource):
-        file = value.file if value.file.is_absolute() else base / value.file
-        if not file.is_file():
-            raise SpecError(f"{where}.file: no such file: {file}")
-        return value.model_copy(update={"file": file})
+        return value.model_copy(update={"file": _existing(value.file, base, f"{where}.file", "file")})
+    if isinstance(value, DeepmdSource):
+        kind = "file" if value.format == "deepmd/hdf5" else "folder"
+        return value.model_copy(update={"deepmd": _existing(value.deepmd, base, f"{where}.deepmd", kind)})
     if isinstance(value, BaseModel):
         updates = {}
         for name in type(value).model_fields:
@@ -203,3 +218,11 @@ def _resolved(value: Any, base: Path, where: str) -> Any:
         items = [_resolved(v, base, f"{where}.{i}") for i, v in enumerate(value)]
         return type(value)(items) if any(a is not b for a, b in zip(items, value)) else value
     return value
+
+
+def _existing(path: Path, base: Path, where: str, kind: Literal["file", "folder"]) -> Path:
+    """``path`` made absolute against ``base``; a SpecError naming ``where`` unless it is a ``kind``."""
+    path = path if path.is_absolute() else base / path
+    if not (path.is_file() if kind == "file" else path.is_dir()):
+        raise SpecError(f"{where}: no such {kind}: {path}")
+    return path

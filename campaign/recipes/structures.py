@@ -1,12 +1,13 @@
-"""Structures named by a spec: read from files or generated with seeds."""
+"""Structures named by a spec: read from files or DeePMD data, or generated with seeds."""
 
 from __future__ import annotations
 
 import ase.io
 import numpy as np
 
+from campaign.deepmd import DeepmdError, read_deepmd
 from campaign.errors import SpecError
-from campaign.spec import FileSource, GenerateSource, StructureSource
+from campaign.spec import DeepmdSource, FileSource, GenerateSource, StructureSource
 from tasks.generate import bulk_crystal, monolayer_mx2, nias_bulk, perturbed_copies
 from tasks.structures import Structure
 
@@ -50,10 +51,21 @@ def read_file_source(source: FileSource) -> list[Structure]:
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise SpecError(f"{source.file} holds no structures (index {source.index!r})")
-    tag = source.tag or source.file.name
+    return _checked_frames(frames, source.tag or source.file.name, f"{source.file}", source.index)
+
+
+def read_deepmd_source(source: DeepmdSource) -> list[Structure]:
+    try:
+        frames = read_deepmd(source.deepmd, source.format, source.index)
+    except DeepmdError as exc:
+        raise SpecError(str(exc)) from None
+    return _checked_frames(frames, source.tag or source.deepmd.name, f"{source.deepmd}", source.index)
+
+
+def _checked_frames(frames: list, tag: str, where: str, index: str) -> list[Structure]:
     structures = [Structure.from_atoms(atoms, tag) for atoms in frames]
     for i, structure in enumerate(structures):
-        check_structure(structure, f"{source.file} frame {i} (index {source.index!r})")
+        check_structure(structure, f"{where} frame {i} (index {index!r})")
     return structures
 
 
@@ -77,8 +89,11 @@ def generate_source(source: GenerateSource) -> list[Structure]:
     return structures
 
 
+_READERS = {FileSource: read_file_source, DeepmdSource: read_deepmd_source, GenerateSource: generate_source}
+
+
 def load_structures(sources: list[StructureSource]) -> list[Structure]:
     structures: list[Structure] = []
     for source in sources:
-        structures += read_file_source(source) if isinstance(source, FileSource) else generate_source(source)
+        structures += _READERS[type(source)](source)
     return structures
