@@ -51,12 +51,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _launch(args) -> int:
-    from campaign.launch import build_stages, launch
+    from campaign.launch import build_stages, launch, warn_about_cells
     from campaign.spec import load_spec
 
     spec = load_spec(args.spec).with_scheduler(args.scheduler)
     if args.dry_run:
         stages = build_stages(spec)
+        warn_about_cells(spec, stages, print)
         for stage in stages:
             print(f"stage {stage.name}: {len(stage.items)} items in batches of {stage.batch_size}")
         print(f"store: {Path(spec.store).resolve()}  scheduler: {spec.scheduler.kind.value}")

@@ -16,6 +16,7 @@ from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
 from storage import CampaignStore
 from storage.schema import LABELED
+from tasks.cell_validity import cell_problems
 
 
 @dataclass
@@ -32,6 +33,13 @@ def build_stages(spec: CampaignSpec) -> list[Stage]:
     return recipe_for(spec.recipe.kind).plan(spec)
 
 
+def warn_about_cells(spec: CampaignSpec, stages: list[Stage], say: Callable[[str], None]) -> None:
+    """Cells the labeler's Brillouin-zone sampling gets wrong (tasks.cell_validity): a warning,
+    since a test or a deliberate study may want them."""
+    for problem in cell_problems(recipe_for(spec.recipe.kind).cells_to_label(spec, stages), spec.labeler):
+        say(f"warning: {problem}")
+
+
 @contextlib.contextmanager
 def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningCluster]:
     if client is not None:
@@ -46,6 +54,7 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
     """Run (or resume) a campaign. Pass ``client`` to use a cluster you already have."""
     recipe = recipe_for(spec.recipe.kind)
     stages = build_stages(spec)
+    warn_about_cells(spec, stages, say)
     with CampaignStore.open_for_writing(spec.store, spec.name, recipe.tables) as store:
         launch_index = store.record_launch({"spec": spec.model_dump(mode="json"),
                                             "scheduler": spec.scheduler.kind.value})

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from campaign.spec import CampaignSpec, RecipeSpec
     from campaign.stage import Stage
     from storage import CampaignStore
+    from tasks.structures import Structure
 
 
 @dataclass
@@ -71,6 +72,14 @@ class Recipe:
     def run(self, context: RunContext, stages: Sequence["Stage"]) -> list["StageReport"]:
         """Run the planned stages (one after the other by default); iterative recipes override."""
         return [context.run(stage).report for stage in stages]
+
+    def cells_to_label(self, spec: "CampaignSpec", stages: Sequence["Stage"]) -> list["Structure"]:
+        """The cells the labeler will see, for the sampling rule (tasks.cell_validity) that launch
+        checks: every structure planned in ``stages``; recipes that label what they make later
+        (exploration snapshots) add the cells those come from."""
+        from tasks.structures import Structure
+
+        return [item.payload for stage in stages for item in stage.items if isinstance(item.payload, Structure)]
 
     def status(self, store: "CampaignStore") -> dict:
         """The recipe's own sections of ``campaign status --json``."""

@@ -39,7 +39,8 @@ from storage.frames import LabeledFrame, frame_blocks, iter_frames
 from storage.ledger import done_keys
 from storage.schema import LABELED
 from storage.tables import columnar, structure_rows, structure_tables
-from tasks.active.explore import CommitteeFiles, ExploredFrames, ExploreJob, ExploreSettings, explore_batch
+from tasks.active.explore import (CommitteeFiles, ExploredFrames, ExploreJob, ExploreSettings, explore_batch,
+                                  strained)
 from tasks.active.initial import antisite, dimers, isolated_atoms, relax_batch, slab, vacancy
 from tasks.active.select import (ACCURATE, CANDIDATE, FAILED, HISTOGRAM_EDGES_EV_PER_A, classify,
                                  deviation_histogram, select_candidates, structure_fingerprints)
@@ -689,6 +690,13 @@ class ActiveLearningRecipe(Recipe):
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
         run_active_learning(context, stages)
         return []
+
+    def cells_to_label(self, spec: CampaignSpec, stages: Sequence[Stage]) -> list[Structure]:
+        """The planned cells, and the strained exploration cells whose snapshots become candidates."""
+        explore = spec.recipe.explore
+        cells = [Structure.from_atoms(strained(s, strain), s.tag) for s in load_structures(list(explore.structures))
+                 for strain in explore.strains]
+        return super().cells_to_label(spec, stages) + cells
 
     def status(self, store: CampaignStore) -> dict:
         return {"iterations": iteration_table(store)}
