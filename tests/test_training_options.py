@@ -101,3 +101,21 @@ def test_a_warm_start_carries_its_normalisation_and_references(data):
         assert torch.equal(getattr(warm.atomic, name), kept), name
         assert not torch.equal(getattr(cold.atomic, name), kept), name  # the new data would give others
     assert not torch.equal(next(warm.atomic.nets.parameters()), next(previous.atomic.nets.parameters()))
+
+
+def test_isolated_atoms_are_never_held_out_and_fix_their_references():
+    from ase import Atoms
+
+    frames = lj_frames(10, seed=3)
+    for symbol, energy in (("Mo", -4.2), ("S", -1.3)):  # what a labeler gives a lone atom
+        atom = Atoms(symbol, positions=[[5.0, 5.0, 5.0]], cell=[10.0, 10.0, 10.0], pbc=False)
+        atom.calc = SinglePointCalculator(atom, energy=energy, forces=np.zeros((1, 3)))
+        frames.append(atom)
+    data = prepare(frames, ELEMENTS, 4.0, torch.float64)
+    settings = SETTINGS.model_copy(update={"validation_fraction": 0.5, "max_epochs": 2})
+    for seed in range(6):  # at 50% held out, a plain split would hold out one of them most times
+        model, report = train_model(data, settings, seed=seed)
+        assert report.n_validation == 6 and report.n_train == 6
+        for k, energy in ((10, -4.2), (11, -1.3)):
+            batch, pairs = data.parts[k]
+            assert float(model(batch, pairs)["energy"][0]) == pytest.approx(energy, abs=1e-9)

@@ -131,9 +131,14 @@ class CommitteeSpec(TrainSettings):
     warm_start: bool = Field(True, description="start each member from its model of the previous iteration")
     repulsion: RepulsionSpec | None = Field(None, description="DP-Tab: train inside a repulsion blend")
 
-    def train_settings(self) -> TrainSettings:
-        fields = self.model_dump(include=set(TrainSettings.model_fields) - {"repulsion"})
-        return TrainSettings(**fields, repulsion=self.repulsion.settings() if self.repulsion else None)
+    def train_settings(self, first_launch: dict | None = None) -> TrainSettings:
+        """``first_launch``: this committee section as the store's first launch resolved it. Fields
+        the spec leaves unset keep those values, so a release that changes a default does not
+        retrain a campaign under way."""
+        names = set(TrainSettings.model_fields) - {"repulsion"}
+        fields = self.model_dump(include=names)
+        kept = {name: first_launch[name] for name in names - self.model_fields_set if name in (first_launch or {})}
+        return TrainSettings(**{**fields, **kept}, repulsion=self.repulsion.settings() if self.repulsion else None)
 
 
 class ExploreSpec(ExploreSettings):
@@ -412,10 +417,11 @@ def member_seed(recipe: "ActiveLearningSpec", iteration: int, stage: str, index:
 
 def train_stage(spec: CampaignSpec, iteration: int, frames: list[LabeledFrame], elements: tuple[str, ...],
                 previous: list[bytes] | None, gpu: bool, legacy_seeds: bool = False,
-                table: PairTable | None = None) -> Stage:
-    """``table``: the dimer table of a ``dimer_table`` repulsion (read_repulsion_table)."""
+                table: PairTable | None = None, first_launch: dict | None = None) -> Stage:
+    """``table``: the dimer table of a ``dimer_table`` repulsion (read_repulsion_table);
+    ``first_launch``: the committee section of the store's first launch (CommitteeSpec.train_settings)."""
     recipe = spec.recipe
-    settings = recipe.committee.train_settings()
+    settings = recipe.committee.train_settings(first_launch)
     table_id = hashlib.sha256(json.dumps(table.to_dict(), sort_keys=True).encode()).hexdigest() if table else None
     dataset_id = hashlib.sha256("\n".join(f.key for f in frames).encode()).hexdigest()
     training = [TrainingFrame(Structure(f.numbers, f.positions_A, f.cell_A, f.pbc, f.source), f.energy_eV,
@@ -503,6 +509,8 @@ def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
     spec, store, run, gpu = context.spec, context.store, context.run, context.gpu
     recipe: ActiveLearningSpec = spec.recipe
     legacy = store.attrs.get("migrated_from") == 1
+    launches = store.attrs.get("launches", [])
+    first_launch = launches[0].get("spec", {}).get("recipe", {}).get("committee") if launches else None
     for stage in initial:
         run(stage)
     explore_structures = load_structures(list(recipe.explore.structures))
@@ -515,7 +523,7 @@ def run_active_learning(context: RunContext, initial: Sequence[Stage]) -> None:
     for k in range(recipe.max_iterations):
         t0 = time.monotonic()
         frames = dataset(store, k)
-        stage = train_stage(spec, k, frames, elements, previous, gpu, legacy, table)
+        stage = train_stage(spec, k, frames, elements, previous, gpu, legacy, table, first_launch)
         run(stage, 1.0, stragglers)
         rows = model_rows(store)
         missing = [item.key for item in stage.items if item.key not in rows]
@@ -607,7 +615,8 @@ def iteration_lines(rows: list[dict]) -> list[str]:
 
 def write_figures(store: CampaignStore, out_dir: Path) -> list[Path]:
     """deviation_histograms.png  force-deviation histogram per iteration, trust window marked
-    fractions.png             accurate / candidate / failed fractions over iterations
+    convergence.png           accurate / candidate / failed fractions and the committee's held-out
+                              RMSE per iteration, against iterations and hours since the first launch
     parity_energy.png         committee mean vs labeler, energy per atom, every labeled frame
     parity_forces.png         committee mean vs labeler, force components"""
     from campaign.report import pyplot
@@ -632,15 +641,35 @@ def write_figures(store: CampaignStore, out_dir: Path) -> list[Path]:
     ax.legend()
     written.append(save_figure(fig, out_dir / "deviation_histograms.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in ("accurate", "candidate", "failed"):
-        ax.plot(it["iteration"], it[f"{name}_fraction"], marker="o", label=name)
-    ax.set(xlabel="iteration", ylabel="fraction of explored frames", ylim=(0, 1))
-    ax.legend()
-    written.append(save_figure(fig, out_dir / "fractions.png"))
+    written.append(_convergence(store, it, spec, out_dir, plt))
 
     written += _parity(store, it, out_dir, plt)
     return written
+
+
+def _convergence(store: CampaignStore, it: dict, spec: dict, out_dir: Path, plt) -> Path:
+    started = min((launch["started_unix"] for launch in store.attrs.get("launches", [])), default=np.nan)
+    hours = (np.asarray(it["finished_unix"]) - started) / 3600
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6.5), sharex=True)
+    for name in ("accurate", "candidate", "failed"):
+        top.plot(it["iteration"], it[f"{name}_fraction"], marker="o", label=name)
+    if "converged_fraction" in spec:
+        top.axhline(spec["converged_fraction"], color="grey", linestyle="--", label="converged_fraction")
+    window = f" ({spec['trust_lo']:g}-{spec['trust_hi']:g} eV/Å)" if "trust_lo" in spec and "trust_hi" in spec else ""
+    top.set(ylabel=f"fraction of explored frames{window}", ylim=(0, 1.02))
+    top.legend(fontsize="small")
+    # hours since the first launch, on top: what a user waits for each point
+    hours_axis = top.secondary_xaxis("top", functions=(
+        lambda x: np.interp(x, it["iteration"], hours), lambda h: np.interp(h, hours, it["iteration"])))
+    hours_axis.set_xlabel("hours since the first launch")
+    bottom.plot(it["iteration"], it["test_force_rmse_eV_per_A"], marker="o", color="C3", label="forces")
+    bottom.set(xlabel="iteration", ylabel="held-out force RMSE (eV/Å)")
+    energy = bottom.twinx()
+    energy.plot(it["iteration"], it["test_energy_rmse_meV_per_atom"], marker="s", color="C0", label="energy")
+    energy.set_ylabel("held-out energy RMSE (meV/atom)")
+    bottom.legend(handles=bottom.lines + energy.lines, fontsize="small")
+    bottom.set_title("mean over members of each member's validation split", fontsize="small")
+    return save_figure(fig, out_dir / "convergence.png")
 
 
 def _parity(store: CampaignStore, it: dict, out_dir: Path, plt) -> list[Path]:
