@@ -75,6 +75,7 @@ def test_two_iterations_store_every_stage_and_add_labeled_candidates(tmp_path, c
     assert set(explored["iteration"].tolist()) == {0, 1} and np.all(explored["deviation_eV_per_A"] > 0)
     assert iterations["deviation_histogram"].sum(axis=1).tolist() == iterations["n_explored"].tolist()
     assert all(s == "done" for s, _ in status.values())
+    (tmp_path / "report").mkdir()
     with CampaignStore.open(spec.store) as store:
         figures = write_figures(store, tmp_path / "report")
     assert sorted(p.name for p in figures) == ["convergence.png", "deviation_histograms.png", "parity_energy.png",

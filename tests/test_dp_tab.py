@@ -25,7 +25,8 @@ from tasks.structures import Structure
 ELEMENTS = ("Mo", "S")
 R_C, R_A = 1.0, 1.2  # the study's defaults
 SETTINGS = TrainSettings(hidden=(8,), radial_cutoff_A=4.0, angular_cutoff_A=3.5, max_epochs=4, patience_epochs=4,
-                         frames_per_step=4, device="cpu", repulsion=RepulsionSettings(kind="dimer_table"))
+                         frames_per_step=4, learning_rate=3e-3, lr_decay_per_epoch=0.99, energy_weight=1.0,
+                         device="cpu", repulsion=RepulsionSettings(kind="dimer_table"))
 
 
 def labeled_frames(labeler) -> list[TrainingFrame]:

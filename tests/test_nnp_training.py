@@ -25,8 +25,8 @@ from tests.conftest import mos2_3x3, small_crs, write_spec
 
 pytestmark = pytest.mark.slow
 ELEMENTS = ("S", "Cr", "Mo")
-SETTINGS = TrainSettings(hidden=(24, 24), max_epochs=200, energy_weight=100.0, learning_rate=0.01,
-                         lr_decay_per_epoch=0.985, dtype="float32")
+SETTINGS = TrainSettings(hidden=(24, 24), radial_cutoff_A=5.5, max_epochs=200, patience_epochs=40,
+                         energy_weight=100.0, learning_rate=0.01, lr_decay_per_epoch=0.985, dtype="float32")
 
 
 @pytest.fixture(scope="module")
