@@ -273,3 +273,15 @@ def test_a_failed_dimer_scan_stops_the_loop_with_one_line_and_exit_1(tmp_path):
     assert run.stderr.count("\n") == 1 and "dimer scans of [('S', 'Mo')] failed" in run.stderr, run.stderr
     with CampaignStore.open(tmp_path / "store") as store:
         assert store.length("al_repulsion") == 2 and store.length("al_models") == 0
+
+
+def test_settings_the_spec_leaves_unset_keep_the_first_launch_values():
+    from campaign.recipes.active_learning import CommitteeSpec
+
+    committee = CommitteeSpec(hidden=[8], max_epochs=5)
+    recorded = {"hidden": [16, 16], "max_epochs": 50, "learning_rate": 0.001, "energy_weight": 1.0, "members": 2}
+    settings = committee.train_settings(recorded)
+    assert settings.hidden == (8,) and settings.max_epochs == 5  # what the spec says wins
+    assert settings.learning_rate == 0.001 and settings.energy_weight == 1.0  # defaults of that release
+    assert settings.radial_cutoff_A == committee.radial_cutoff_A  # not recorded: today's default
+    assert committee.train_settings() == committee.train_settings({})
