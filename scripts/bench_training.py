@@ -20,7 +20,7 @@ learning-rate decay is recomputed so the rate still ends at the same fraction of
   wide              64×64, cutoffs 6.0/4.0 Å, weights 100 : 10, 1000 epochs
   deepmd_schedule   as wide, with DeePMD-kit's prefactor schedule: w_E 0.02 → 1, w_F 1000 → 1
   mid               32×32, cutoffs 6.0/4.0 Å, weights 100 : 10, 1000 epochs
-  deepmd            DeePMD-kit se_e2_a with DP-GEN-style settings, for the wall time of `wide` (so it
+  deepmd            DeePMD-kit se_e2_a with DP-GEN-style settings, for the CPU time of `wide` (so it
                     needs that row); only when `import deepmd` works in this interpreter (see below)
 
 The 1000-epoch rows use lr 0.005 decayed to 1/1000 of it over max_epochs and patience 200;
@@ -29,9 +29,11 @@ Each row's full TrainSettings are printed before it trains.
 
 Figures, per row, in the JSON object's "rows":
 
-  train_s                      wall time of train_model (one thread), including its normalisation fit
-                               (after a one-epoch warm-up on a few frames that loads the compiled kernels)
-  time_vs_example_old          train_s / train_s of example_old (absent when example_old did not run)
+  train_s, train_cpu_s         wall and CPU seconds of train_model (one thread), including its
+                               normalisation fit (after a one-epoch warm-up on a few frames that loads
+                               the compiled kernels); for deepmd, of `dp train` (a child process)
+  cpu_vs_example_old, wall_vs_example_old   train_cpu_s and train_s over example_old's (absent
+                               when example_old did not run)
   energy_rmse_meV_per_atom     test-part RMSE of the energy per atom
   force_rmse_eV_per_A          test-part RMSE of the force components
   epochs, best_epoch           epochs run (early stopping may end sooner) and the epoch kept
@@ -41,13 +43,15 @@ and at the top level: frames (labeled frames used), failed_labels, n_train, n_te
 (the cache file's hash), label_s (labeling time; 0 when the cache had them), threads.
 
 These are accuracies at a given cost, not speed ratios, so each row trains once (the "taking
-turns, best of rounds" rule of bench_md.py is for ratios of speeds); the wall times are single
-runs on a possibly shared machine and their ratios are indicative only.
+turns, best of rounds" rule of bench_md.py is for ratios of speeds). The cost is CPU time: with one
+thread it equals the wall time on an idle machine, and unlike the wall time it does not grow while
+other jobs hold the cores (run as `nice -n 19` beside a campaign, the wall time can be many times
+the CPU time). The wall times are printed too; their ratios mean something only on an idle machine.
 
 The DeePMD-kit row (`dp --pt`, PyTorch backend) writes the train and test parts as DeePMD npy
 systems (one per composition, atoms sorted by type), runs `dp train` for 100 and for 300 steps to
 measure its start-up and its time per step, then a `dp train` of as many steps as fit the wall
-time of `wide` (the learning rate decays from 1e-3 to 3.5e-8 over them, as in DP-GEN), `dp freeze`
+time of `wide`, in CPU seconds (the learning rate decays from 1e-3 to 3.5e-8 over them, as in DP-GEN), `dp freeze`
 and `dp test -d`, and computes the RMSEs from the detail files. DeePMD-kit 3.2's wheels are built
 against torch 2.11: their compiled ops and LAMMPS plugin do not load next to this project's torch,
 so install it in its own environment if at all. This path is not exercised by the project's machines.
@@ -212,6 +216,23 @@ def labeled_frames(n: int, seed: int, cache: Path, workers: int) -> tuple[list[A
     return frames, failed, key, elapsed
 
 
+class Clock:
+    """Wall and CPU seconds of a block; the CPU time counts finished child processes (dp) too."""
+
+    def __enter__(self) -> "Clock":
+        self._start = time.perf_counter(), _cpu_s()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_s = time.perf_counter() - self._start[0]
+        self.cpu_s = _cpu_s() - self._start[1]
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def train_test_split(n: int, seed: int) -> tuple[list[int], list[int]]:
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(TEST_FRACTION * n))
@@ -231,15 +252,14 @@ def run_row(row: Row, train: list[Atoms], test: list[Atoms], epochs_scale: float
     # one epoch on a few frames first: numba's kernels for this shape load (or compile) off the clock
     warm = settings.model_copy(update={"max_epochs": 1, "validation_fraction": 0.0})
     train_model(prepare(train[:settings.frames_per_step], elements, cutoff, dtype), warm, seed)
-    start = time.perf_counter()
-    model, report = train_model(train_data, settings, seed)
-    train_s = time.perf_counter() - start
+    with Clock() as clock:
+        model, report = train_model(train_data, settings, seed)
     energy, force = rmse(model, test_data, range(len(test)))
-    print(f"[{row.name}] {train_s:.0f} s, {report.epochs} epochs (best {report.best_epoch}), test RMSE "
-          f"{energy:.2f} meV/atom, {force:.4f} eV/Å (validation {report.validation_energy_rmse_meV_per_atom:.2f}, "
-          f"{report.validation_force_rmse_eV_per_A:.4f})", flush=True)
-    return {"train_s": train_s, "energy_rmse_meV_per_atom": energy, "force_rmse_eV_per_A": force,
-            "epochs": report.epochs, "best_epoch": report.best_epoch,
+    print(f"[{row.name}] {clock.cpu_s:.0f} CPU s ({clock.wall_s:.0f} s wall), {report.epochs} epochs (best "
+          f"{report.best_epoch}), test RMSE {energy:.2f} meV/atom, {force:.4f} eV/Å (validation "
+          f"{report.validation_energy_rmse_meV_per_atom:.2f}, {report.validation_force_rmse_eV_per_A:.4f})", flush=True)
+    return {"train_s": clock.wall_s, "train_cpu_s": clock.cpu_s, "energy_rmse_meV_per_atom": energy,
+            "force_rmse_eV_per_A": force, "epochs": report.epochs, "best_epoch": report.best_epoch,
             "settings": settings.model_dump(mode="json", exclude={"repulsion", "device"})}
 
 
@@ -290,17 +310,17 @@ def deepmd_input(type_map: list[str], train_dir: Path, steps: int, seed: int) ->
     }
 
 
-def dp(*args: str, cwd: Path) -> float:
-    """Run one `dp --pt` command in ``cwd`` on one thread; its wall time."""
+def dp(*args: str, cwd: Path) -> Clock:
+    """Run one `dp --pt` command in ``cwd`` on one thread; its wall and CPU time."""
     env = dict(os.environ, OMP_NUM_THREADS="1", DP_INTRA_OP_PARALLELISM_THREADS="1",
                DP_INTER_OP_PARALLELISM_THREADS="1")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "deepmd", "--pt", *args], cwd=cwd, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    with Clock() as clock:
+        subprocess.run([sys.executable, "-m", "deepmd", "--pt", *args], cwd=cwd, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    return clock
 
 
-def run_deepmd(train: list[Atoms], test: list[Atoms], wall_s: float, seed: int) -> dict:
+def run_deepmd(train: list[Atoms], test: list[Atoms], cpu_s: float, seed: int) -> dict:
     type_map = sorted({s for atoms in train + test for s in atoms.get_chemical_symbols()})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -311,25 +331,26 @@ def run_deepmd(train: list[Atoms], test: list[Atoms], wall_s: float, seed: int) 
             calibration = root / f"calibration{n}"
             calibration.mkdir()
             (calibration / "input.json").write_text(json.dumps(deepmd_input(type_map, root / "train", n, seed)))
-            short[n] = dp("train", "input.json", cwd=calibration)
+            short[n] = dp("train", "input.json", cwd=calibration).cpu_s
         per_step = max(1e-4, (short[300] - short[100]) / 200)
-        steps = max(300, int((wall_s - (short[100] - 100 * per_step)) / per_step))
+        steps = max(300, int((cpu_s - (short[100] - 100 * per_step)) / per_step))
         run = root / "run"
         run.mkdir()
         config = deepmd_input(type_map, root / "train", steps, seed)
         (run / "input.json").write_text(json.dumps(config))
-        print(f"\n[{DEEPMD_ROW}] {steps} steps (about {per_step * 1e3:.0f} ms each) to match {wall_s:.0f} s",
+        print(f"\n[{DEEPMD_ROW}] {steps} steps (about {per_step * 1e3:.0f} ms each) to match {cpu_s:.0f} CPU s",
               flush=True)
-        train_s = dp("train", "input.json", cwd=run)
+        clock = dp("train", "input.json", cwd=run)
         dp("freeze", "-o", "frozen_model.pth", cwd=run)
         dp("test", "-m", "frozen_model.pth", "-s", str(root / "test"), "-n", "0", "-d", "detail", cwd=run)
         energy = np.loadtxt(run / "detail.e_peratom.out", ndmin=2)
         forces = np.loadtxt(run / "detail.f.out", ndmin=2)
     e_rmse = float(np.sqrt(np.mean((energy[:, 1] - energy[:, 0]) ** 2))) * 1e3
     f_rmse = float(np.sqrt(np.mean((forces[:, 3:6] - forces[:, 0:3]) ** 2)))
-    print(f"[{DEEPMD_ROW}] {train_s:.0f} s, test RMSE {e_rmse:.2f} meV/atom, {f_rmse:.4f} eV/Å", flush=True)
-    return {"train_s": train_s, "energy_rmse_meV_per_atom": e_rmse, "force_rmse_eV_per_A": f_rmse,
-            "epochs": None, "best_epoch": None,
+    print(f"[{DEEPMD_ROW}] {clock.cpu_s:.0f} CPU s ({clock.wall_s:.0f} s wall), test RMSE {e_rmse:.2f} meV/atom, "
+          f"{f_rmse:.4f} eV/Å", flush=True)
+    return {"train_s": clock.wall_s, "train_cpu_s": clock.cpu_s, "energy_rmse_meV_per_atom": e_rmse,
+            "force_rmse_eV_per_A": f_rmse, "epochs": None, "best_epoch": None,
             "settings": {"descriptor": config["model"]["descriptor"], "fitting_net": config["model"]["fitting_net"],
                          "learning_rate": config["learning_rate"], "loss": config["loss"], "numb_steps": steps}}
 
@@ -341,9 +362,9 @@ def weight(start: float, limit: float | None) -> str:
 
 
 def table(rows: dict[str, dict]) -> str:
-    base = rows.get("example_old", {}).get("train_s")
-    lines = [f"{'row':<16} {'hidden':>8} {'cutoffs Å':>9} {'w_E:w_F':>12} {'epochs':>9} {'train s':>8} "
-             f"{'vs old':>6} {'E meV/atom':>10} {'F eV/Å':>7}"]
+    base = rows.get("example_old", {}).get("train_cpu_s")
+    lines = [f"{'row':<16} {'hidden':>8} {'cutoffs Å':>9} {'w_E:w_F':>13} {'epochs':>9} {'CPU s':>7} "
+             f"{'vs old':>6} {'wall s':>7} {'E meV/atom':>10} {'F eV/Å':>7}"]
     for name, r in rows.items():
         s = r["settings"]
         if name == DEEPMD_ROW:
@@ -355,9 +376,10 @@ def table(rows: dict[str, dict]) -> str:
             weights = (f"{weight(s['energy_weight'], s['energy_weight_limit'])}:"
                        f"{weight(s['force_weight'], s['force_weight_limit'])}")
             epochs = f"{r['epochs']}/{s['max_epochs']}"
-        ratio = f"{r['train_s'] / base:.2f}" if base else "-"
-        lines.append(f"{name:<16} {shape:>8} {cutoffs:>9} {weights:>12} {epochs:>9} {r['train_s']:>8.0f} "
-                     f"{ratio:>6} {r['energy_rmse_meV_per_atom']:>10.2f} {r['force_rmse_eV_per_A']:>7.4f}")
+        ratio = f"{r['train_cpu_s'] / base:.2f}" if base else "-"
+        lines.append(f"{name:<16} {shape:>8} {cutoffs:>9} {weights:>13} {epochs:>9} {r['train_cpu_s']:>7.0f} "
+                     f"{ratio:>6} {r['train_s']:>7.0f} {r['energy_rmse_meV_per_atom']:>10.2f} "
+                     f"{r['force_rmse_eV_per_A']:>7.4f}")
     return "\n".join(lines)
 
 
@@ -403,12 +425,13 @@ def main() -> None:
             rows[name] = run_row(ROWS[name], train, test, args.epochs_scale, args.seed)
         elif deepmd_available():
             try:
-                rows[name] = run_deepmd(train, test, rows["wide"]["train_s"], args.seed)
+                rows[name] = run_deepmd(train, test, rows["wide"]["train_cpu_s"], args.seed)
             except (subprocess.CalledProcessError, OSError) as exc:  # optional: the other rows still report
                 print(f"[{DEEPMD_ROW}] failed, left out: {exc}")
     if "example_old" in rows:
         for r in rows.values():
-            r["time_vs_example_old"] = r["train_s"] / rows["example_old"]["train_s"]
+            r["cpu_vs_example_old"] = r["train_cpu_s"] / rows["example_old"]["train_cpu_s"]
+            r["wall_vs_example_old"] = r["train_s"] / rows["example_old"]["train_s"]
 
     print()
     print(table(rows))
