@@ -1,0 +1,1 @@
+"""Ion impacts on 2D sheets: batched cascades, damage analysis and sputtering statistics."""
