@@ -13,7 +13,8 @@ def _modules_after_import(*packages: str) -> set[str]:
 
 def test_tasks_and_storage_never_import_dask_or_the_campaign():
     loaded = _modules_after_import("tasks.labeling", "tasks.generate", "tasks.outcome", "storage.store",
-                                   "storage.ledger", "storage.frames")
+                                   "storage.ledger", "storage.frames", "tasks.irradiation.statistics",
+                                   "tasks.irradiation.damage")
     assert not loaded & {"dask", "distributed", "dask_jobqueue", "campaign", "schedulers"}
     assert "torch" not in loaded, "storage never imports torch"
 
