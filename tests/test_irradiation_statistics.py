@@ -80,7 +80,7 @@ def test_auto_takes_poisson_for_rare_events_and_bca_otherwise():
     forced = yield_interval([0, 1, 0, 2], rng=0, method="bca", n_resamples=999)
     assert forced.method is IntervalMethod.BCA
     with pytest.raises(ValueError):
-        yield_interval([0.5, 1.0], rng=0, method="poisson")
+        yield_interval([0.5, 1.5], rng=0, method="poisson")
     with pytest.raises(ValueError):
         yield_interval([], rng=0)
 

@@ -128,10 +128,9 @@ def yield_interval(counts, confidence: float = 0.95, *, rng: np.random.Generator
     if method is IntervalMethod.AUTO:
         method = IntervalMethod.POISSON if is_rare(counts) else IntervalMethod.BCA
     if method is IntervalMethod.POISSON:
-        total = counts.sum()
-        if total != round(total):
+        if np.any(counts != np.round(counts)):
             raise ValueError("the Poisson interval needs integer per-impact counts")
-        low, high = poisson_interval(int(round(total)), counts.size, confidence)
+        low, high = poisson_interval(int(round(counts.sum())), counts.size, confidence)
     else:
         low, high = bca_interval(counts, confidence, n_resamples, rng=rng)
     return YieldInterval(mean=float(counts.mean()), low=low, high=high, n_impacts=int(counts.size),
