@@ -199,8 +199,9 @@ def _recipe_model(section: Any) -> type | None:
 
 
 def _resolved(value: Any, base: Path, where: str) -> Any:
-    """``value`` with the path of every file or DeePMD source in it (at any depth of models and lists)
-    made absolute against ``base`` and checked to exist; unchanged parts are returned as they are."""
+    """``value`` with the path of every file or DeePMD source in it (at any depth of models and lists),
+    and of the fields a model lists in its ``relative_files``, made absolute against ``base`` and
+    checked to exist; unchanged parts are returned as they are."""
     if isinstance(value, FileSource):
         return value.model_copy(update={"file": _existing(value.file, base, f"{where}.file", "file")})
     if isinstance(value, DeepmdSource):
@@ -208,7 +209,13 @@ def _resolved(value: Any, base: Path, where: str) -> Any:
         return value.model_copy(update={"deepmd": _existing(value.deepmd, base, f"{where}.deepmd", kind)})
     if isinstance(value, BaseModel):
         updates = {}
-        for name in type(value).model_fields:
+        for name in getattr(type(value), "relative_files", ()):  # a model's own file fields
+            old = getattr(value, name)
+            if isinstance(old, (list, tuple)):
+                updates[name] = type(old)(_existing(p, base, f"{where}.{name}.{i}", "file") for i, p in enumerate(old))
+            elif old is not None:
+                updates[name] = _existing(old, base, f"{where}.{name}", "file")
+        for name in [n for n in type(value).model_fields if n not in updates]:
             old = getattr(value, name)
             new = _resolved(old, base, f"{where}.{name}")
             if new is not old:

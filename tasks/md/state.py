@@ -14,7 +14,7 @@ import torch
 from ase import Atoms, units
 
 from tasks.nnp.batch import AtomsBatch, per_system_max, per_system_sum
-from tasks.nnp.graph import Pairs, replace_systems
+from tasks.nnp.graph import Pairs, index_maps, replace_systems, subset_pairs
 
 KB_EV_PER_K = units.kB
 FS = units.fs  # one femtosecond in ASE time units
@@ -58,6 +58,20 @@ class MDState:
             out.append(atoms)
             start += n
         return out
+
+
+def subset(state: MDState, atoms: torch.Tensor, systems: torch.Tensor) -> MDState:
+    """The state without the dropped atoms (bool mask ``atoms``, N) and systems (``systems``, B);
+    a dropped system drops its atoms too. Forces and energies are carried over, not recomputed:
+    the caller re-evaluates the systems whose atoms it removed, if their energy matters."""
+    atoms = atoms & systems[state.batch.system]
+    atom_map, system_map = index_maps(atoms, systems)
+    return replace(state, batch=state.batch.subset(atoms, systems, system_map),
+                   velocities=state.velocities[atoms], masses=state.masses[atoms], fixed=state.fixed[atoms],
+                   energy=state.energy[systems], forces=state.forces[atoms],
+                   deviation=None if state.deviation is None else state.deviation[systems],
+                   pairs=subset_pairs(state.pairs, atom_map, system_map), pairs_positions=state.pairs_positions[atoms],
+                   time_fs=state.time_fs[systems])
 
 
 def evaluate(model: torch.nn.Module, state_batch: AtomsBatch, pairs: Pairs, fixed: torch.Tensor):

@@ -54,6 +54,15 @@ class AtomsBatch:
     def with_positions(self, positions: torch.Tensor) -> "AtomsBatch":
         return replace(self, positions=positions)
 
+    def subset(self, atoms: torch.Tensor, systems: torch.Tensor, system_map: torch.Tensor) -> "AtomsBatch":
+        """The kept ``atoms`` (N,) bool of the kept ``systems`` (B,) bool; ``system_map`` renumbers
+        the kept systems (see graph.subset_pairs)."""
+        system = system_map[self.system[atoms]]
+        keep_systems = systems.cpu().numpy()
+        n_atoms = np.bincount(system.cpu().numpy(), minlength=int(keep_systems.sum())).astype(np.int64)
+        return AtomsBatch(positions=self.positions[atoms], cells=self.cells[systems], numbers=self.numbers[atoms],
+                          system=system, n_atoms=n_atoms, pbc=self.pbc[keep_systems])
+
     def volumes(self) -> torch.Tensor:
         return torch.linalg.det(self.cells).abs()
 

@@ -144,8 +144,11 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
 
 
 def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
-                batch: AtomsBatch, pairs: Pairs, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
-    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks)."""
+                batch: AtomsBatch, pairs: Pairs, *, forces: bool, stress: bool,
+                atom_weights: torch.Tensor | None = None, atomic: bool = False) -> dict[str, torch.Tensor]:
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks).
+    ``atom_weights`` (N,): forces and stress of Σ_i c_i E_i instead of Σ_i E_i (the energy stays
+    unweighted); ``atomic``: also ``atomic_energies`` (M, N) in atom order."""
     with torch.no_grad():
         # nothing from the workspace leaves this function: the outputs below are fresh arrays
         layout = feature_layout(descriptor.settings, as_numpy(species))
@@ -163,14 +166,22 @@ def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Modul
             else:
                 e = stack.energies(block)
             energies.append(e)
-        atomic = torch.cat(energies, dim=1)  # (M, N), rows grouped by element
+        atomic_energies = torch.cat(energies, dim=1)  # (M, N), rows grouped by element
         system_of_row = torch.empty_like(batch.system)
         system_of_row[torch.as_tensor(evaluated.row_of_atom)] = batch.system
-        energy = torch.zeros((len(networks), batch.n_systems), dtype=atomic.dtype).index_add(1, system_of_row, atomic)
+        energy = torch.zeros((len(networks), batch.n_systems), dtype=atomic_energies.dtype).index_add(
+            1, system_of_row, atomic_energies)
         out = {"energy": energy}
+        if atomic:
+            out["atomic_energies"] = atomic_energies[:, torch.as_tensor(evaluated.row_of_atom)]
         if not want_gradient:
             return out
-        pair_grad = evaluated.pair_gradient(torch.cat(grads, dim=1))
+        de_dg = torch.cat(grads, dim=1)
+        if atom_weights is not None:
+            row_weights = torch.empty_like(atom_weights)
+            row_weights[torch.as_tensor(evaluated.row_of_atom)] = atom_weights
+            de_dg = de_dg * row_weights[None, :, None].to(de_dg.dtype)
+        pair_grad = evaluated.pair_gradient(de_dg)
         p = evaluated.per_pair
         member_forces = np.zeros((len(networks), len(species), 3), dtype=pair_grad.dtype)
         virial = np.zeros((len(networks), batch.n_systems, 3, 3), dtype=pair_grad.dtype)

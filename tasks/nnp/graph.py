@@ -76,6 +76,24 @@ def replace_systems(pairs: Pairs, fresh: Pairs, systems: np.ndarray, n_systems: 
                    for name in ("i", "j", "shift", "system")))
 
 
+def index_maps(atoms: torch.Tensor, systems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """New index of each kept atom and system (bool masks), −1 for dropped ones (order kept)."""
+    def renumber(mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask, torch.cumsum(mask.long(), 0) - 1, torch.full_like(mask, -1, dtype=torch.long))
+
+    return renumber(atoms), renumber(systems)
+
+
+def subset_pairs(pairs: Pairs, atom_map: torch.Tensor, system_map: torch.Tensor) -> Pairs:
+    """The pairs among kept atoms, renumbered. ``atom_map`` (N,) and ``system_map`` (B,) give each
+    old atom and system its new index, −1 if dropped. Both maps keep order, so the list stays sorted
+    by centre and each system's pairs stay a valid list with the same skin: the systems that keep
+    all their atoms keep their neighbours unchanged."""
+    keep = (atom_map[pairs.i] >= 0) & (atom_map[pairs.j] >= 0)
+    return Pairs(i=atom_map[pairs.i[keep]], j=atom_map[pairs.j[keep]], shift=pairs.shift[keep],
+                 system=system_map[pairs.system[keep]])
+
+
 def pair_vectors(positions: torch.Tensor, cells: torch.Tensor, pairs: Pairs) -> torch.Tensor:
     """r_j + S·cell − r_i for every pair: differentiable in positions and cells."""
     offsets = torch.einsum("pk,pkx->px", pairs.shift, cells[pairs.system])

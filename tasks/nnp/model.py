@@ -198,31 +198,39 @@ class BehlerParrinello(torch.nn.Module, SavedAsPayload):
 
 
 def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: torch.Tensor, batch: AtomsBatch,
-                              pairs: Pairs | None, *, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
-    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks on one descriptor evaluation.
+                              pairs: Pairs | None, *, forces: bool, stress: bool, atom_weights: torch.Tensor | None = None,
+                              atomic: bool = False) -> dict[str, torch.Tensor]:
+    """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks on one descriptor evaluation;
+    with ``atom_weights`` (N,) forces and stress are those of Σ_i c_i E_i (a repulsion blend's
+    share of the network), with ``atomic`` the atomic energies (M, N) come too.
 
     On a CPU the compiled kernels do it (cpu_inference.py). Elsewhere autograd runs only through
     the small per-element networks (dE/dG); the descriptor's analytic factors are contracted with
     all M gradients at once (DescriptorTerms.vector_grad)."""
     pairs = pairs if pairs is not None else batch.pairs(descriptor.max_cutoff_A)
     if batch.device.type == "cpu":
-        return cpu_outputs(descriptor, networks, species, batch, pairs, forces=forces, stress=stress)
+        return cpu_outputs(descriptor, networks, species, batch, pairs, forces=forces, stress=stress,
+                           atom_weights=atom_weights, atomic=atomic)
     with torch.no_grad():
         vectors = pair_vectors(batch.positions, batch.cells, pairs)
         terms = descriptor.terms(vectors, species, pairs)
         features = terms.features()
     if not (forces or stress):
         with torch.no_grad():
-            atomic = torch.stack([net(features, species) for net in networks])
-        return outputs_from_pair_gradient(batch, pairs, vectors, atomic, None, forces=False, stress=False)
+            energies = torch.stack([net(features, species) for net in networks])
+        out = outputs_from_pair_gradient(batch, pairs, vectors, energies, None, forces=False, stress=False)
+        return {**out, "atomic_energies": energies} if atomic else out
     with torch.enable_grad():
         x = features.requires_grad_()
-        atomic = torch.stack([net(x, species) for net in networks])
-        de_dg = torch.stack([torch.autograd.grad(atomic[m].sum(), x, retain_graph=m < len(networks) - 1)[0]
+        energies = torch.stack([net(x, species) for net in networks])
+        de_dg = torch.stack([torch.autograd.grad(energies[m].sum(), x, retain_graph=m < len(networks) - 1)[0]
                              for m in range(len(networks))])
     with torch.no_grad():
-        return outputs_from_pair_gradient(batch, pairs, vectors, atomic.detach(), terms.vector_grad(de_dg),
-                                          forces=forces, stress=stress)
+        if atom_weights is not None:  # E_i depends on G_i alone: weighting E_i weights its row of dE/dG
+            de_dg = de_dg * atom_weights[None, :, None]
+        out = outputs_from_pair_gradient(batch, pairs, vectors, energies.detach(), terms.vector_grad(de_dg),
+                                         forces=forces, stress=stress)
+        return {**out, "atomic_energies": energies.detach()} if atomic else out
 
 
 def descriptor_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch,

@@ -25,7 +25,8 @@ from pydantic import Field, model_validator
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import committee_results
 from tasks.nnp.derivatives import potential_outputs, single_model
-from tasks.nnp.graph import Pairs, pair_vectors
+from tasks.nnp.model import shared_descriptor_outputs
+from tasks.nnp.graph import Pairs, index_maps, pair_vectors, subset_pairs
 from tasks.potential import SavedAsPayload, from_payload
 from tasks.settings import StrictModel
 
@@ -226,41 +227,125 @@ class Blended(torch.nn.Module, SavedAsPayload):
             n_atoms = batch.positions.shape[0]
 
             def atomic_energies(vectors: torch.Tensor) -> torch.Tensor:
-                r = torch.linalg.norm(vectors, dim=1)
-                fade = switch(r, self.r_outer_A, self.table_cutoff_A)
-                pair_energy = 0.5 * self.repulsion(r, species[pairs.i], species[pairs.j]) * fade
-                zeros = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
-                table = isolated + zeros.index_add(0, pairs.i, pair_energy)[None]
-                # smooth minimum of neighbour distances; neighbours fade out with s towards R_a, so
-                # nothing jumps. Shifting by each atom's nearest distance (a constant factor in
-                # numerator and denominator) keeps exp() from underflowing.
-                s = switch(r, self.r_inner_A, self.r_outer_A)
-                nearest = torch.full((n_atoms,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(
-                    0, pairs.i, r.detach(), reduce="amin")
-                weight = torch.exp(-(r - nearest[pairs.i]) / self.softmin_alpha_A) * s
-                num = zeros.index_add(0, pairs.i, weight * r)
-                den = zeros.index_add(0, pairs.i, weight)
-                sigma = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
-                                    torch.full_like(den, self.r_outer_A))
-                w = switch(sigma, self.r_inner_A, self.r_outer_A)[None]
+                w, table = self.weight_and_table(torch.linalg.norm(vectors, dim=1), pairs, species, isolated, n_atoms)
                 return w * table + (1 - w) * inner_fn(vectors)
 
             return atomic_energies
 
         return factory
 
+    def weight_and_table(self, r: torch.Tensor, pairs: Pairs, species: torch.Tensor, isolated: torch.Tensor,
+                         n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """w (1, N) and the table term T (M, N) of every atom from its pair distances ``r``; pairs
+        beyond table_cutoff_A may be left out (they change neither)."""
+        fade = switch(r, self.r_outer_A, self.table_cutoff_A)
+        pair_energy = 0.5 * self.repulsion(r, species[pairs.i], species[pairs.j]) * fade
+        zeros = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
+        table = isolated + zeros.index_add(0, pairs.i, pair_energy)[None]
+        # smooth minimum of neighbour distances; neighbours fade out with s towards R_a, so
+        # nothing jumps. Shifting by each atom's nearest distance (a constant factor in
+        # numerator and denominator) keeps exp() from underflowing.
+        s = switch(r, self.r_inner_A, self.r_outer_A)
+        nearest = torch.full((n_atoms,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(
+            0, pairs.i, r.detach(), reduce="amin")
+        weight = torch.exp(-(r - nearest[pairs.i]) / self.softmin_alpha_A) * s
+        num = zeros.index_add(0, pairs.i, weight * r)
+        den = zeros.index_add(0, pairs.i, weight)
+        sigma = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
+                            torch.full_like(den, self.r_outer_A))
+        return switch(sigma, self.r_inner_A, self.r_outer_A)[None], table
+
     @property
     def atomic_energy_fn(self):
         return self.blend(self.inner.atomic_energy_fn)
+
+    def _cached_isolated_energies(self) -> torch.Tensor:
+        """isolated_energies of the inner network, computed again only when its weights change
+        (every optimiser step bumps their version counters): MD calls for them every step."""
+        version = tuple(p._version for p in self.inner.parameters())
+        cached = getattr(self, "_isolated_cache", None)
+        if cached is None or cached[0] != version:
+            with torch.no_grad():
+                cached = (version, self.isolated_energies(self.inner.atomic_energy_fn).detach())
+            self._isolated_cache = cached
+        return cached[1]
+
+    def _split_blend(self, batch: AtomsBatch, pairs: Pairs, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+        """The blend of a Behler–Parrinello network with its fast evaluation doing the network's part.
+        E = Σ_i E_NN,i + Σ_i w_i (T_i − E_NN,i): the first sum's forces, weighted per atom by (1 − w_i)
+        (the network's kernels take such weights), plus autograd through w and T alone, over the
+        few pairs inside table_cutoff_A with E_NN,i held fixed. The two parts add to the gradient of
+        the blend; only atoms with a close neighbour cost more than the network alone."""
+        inner = self.inner
+        species = self.species_of_z[batch.numbers]
+        n_atoms = batch.positions.shape[0]
+        with torch.no_grad():
+            r = torch.linalg.norm(pair_vectors(batch.positions, batch.cells, pairs), dim=1)
+            near = r < self.table_cutoff_A
+            close = Pairs(pairs.i[near], pairs.j[near], pairs.shift[near], pairs.system[near])
+            isolated = self._cached_isolated_energies()[:, species]
+            w, _ = self.weight_and_table(r[near], close, species, isolated, n_atoms)
+        network = shared_descriptor_outputs(inner.descriptor, [inner.atomic], inner.species(batch.numbers), batch,
+                                            pairs, forces=forces, stress=stress, atom_weights=1 - w[0], atomic=True)
+        e_network = network["atomic_energies"][0].detach()
+
+        def correction(batch_: AtomsBatch, pairs_: Pairs):
+            def energies(vectors: torch.Tensor) -> torch.Tensor:
+                weight, table = self.weight_and_table(torch.linalg.norm(vectors, dim=1), close, species, isolated,
+                                                      n_atoms)
+                return weight * (table - e_network[None])
+            return energies
+
+        extra = potential_outputs(correction, self.table_cutoff_A, batch, close, forces=forces, stress=stress)
+        return {name: network[name][0] + extra[name][0] for name in ("energy", "forces", "stress") if name in extra}
 
     def forward(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
                 stress: bool = False, create_graph: bool = False) -> dict[str, torch.Tensor]:
         """As the inner potential's outputs (a committee's deviations for a blended committee);
         create_graph keeps forces differentiable with respect to the weights (training)."""
         committee = self.members is not None
+        if not create_graph and not committee:
+            return self._by_contact(batch, pairs if pairs is not None else batch.pairs(self.cutoff_A), forces, stress)
         out = potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces or committee,
                                 stress=stress, create_graph=create_graph)
         return committee_results(out, batch, stress) if committee else single_model(out)
+
+    def _blended_outputs(self, batch: AtomsBatch, pairs: Pairs, forces: bool, stress: bool) -> dict:
+        if hasattr(self.inner, "descriptor") and hasattr(self.inner, "atomic"):
+            return self._split_blend(batch, pairs, forces, stress)
+        return single_model(potential_outputs(self.atomic_energy_fn, self.cutoff_A, batch, pairs, forces=forces,
+                                              stress=stress))
+
+    def _by_contact(self, batch: AtomsBatch, pairs: Pairs, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+        """A system with no pair closer than R_a has w_i = 0 on every atom, and its energy, forces
+        and stress are the inner potential's exactly (the switch is flat there): such systems take
+        the inner potential's own, faster evaluation, the others the blend. In a cascade most
+        systems, most of the time, have no close contact."""
+        r = torch.linalg.norm(pair_vectors(batch.positions, batch.cells, pairs), dim=1).detach()
+        contact = torch.zeros(batch.n_systems, dtype=torch.bool, device=r.device)
+        contact[pairs.system[r < self.r_outer_A]] = True
+        if not bool(contact.any()):
+            return self.inner(batch, pairs, forces=forces, stress=stress)
+        if bool(contact.all()):
+            return self._blended_outputs(batch, pairs, forces, stress)
+        parts = []
+        for systems, evaluate in ((contact, self._blended_outputs), (~contact, self._inner_outputs)):
+            atoms = systems[batch.system]
+            atom_map, system_map = index_maps(atoms, systems)
+            parts.append((atoms, systems, evaluate(batch.subset(atoms, systems, system_map),
+                                                   subset_pairs(pairs, atom_map, system_map), forces, stress)))
+        out = {}
+        for name, reference in parts[0][2].items():
+            per_atom = name == "forces"
+            merged = torch.empty((len(batch.system) if per_atom else batch.n_systems, *reference.shape[1:]),
+                                 dtype=reference.dtype, device=reference.device)
+            for atoms, systems, values in parts:
+                merged[atoms if per_atom else systems] = values[name].detach()
+            out[name] = merged
+        return out
+
+    def _inner_outputs(self, batch: AtomsBatch, pairs: Pairs, forces: bool, stress: bool) -> dict:
+        return self.inner(batch, pairs, forces=forces, stress=stress)
 
     # -- members of a committee evaluated together (tasks/potential.py) --------------------------
     def shares_evaluation_with(self, other) -> bool:
