@@ -115,7 +115,8 @@ def random_packing(unit: Counter, formula_units: int, density_g_per_cm3: float, 
                 placed = np.vstack([placed, point])
                 break
         else:
-            raise ValueError(f"placed {k} of {len(symbols)} atoms in a {edge:.2f} Å cube at {density_g_per_cm3} g/cm³, "
+            raise ValueError(f"placed {k} of {len(symbols)} atoms in a {edge:.2f} Å cube at "
+                             f"{density_g_per_cm3} g/cm³, "
                              f"then none more {min_distance_A} Å from the others in {MAX_TRIES} tries; "
                              "lower min_distance_A or the density")
     return Atoms(symbols, positions=placed, cell=[edge] * 3, pbc=True)
@@ -190,7 +191,8 @@ def _mic_vectors(atoms: Atoms, origin: np.ndarray, indices: np.ndarray, in_plane
     return find_mic(vectors, atoms.cell, atoms.pbc)[0]
 
 
-def _nearest(atoms: Atoms, origin: np.ndarray, candidates: np.ndarray, count: int, in_plane: bool = False) -> np.ndarray:
+def _nearest(atoms: Atoms, origin: np.ndarray, candidates: np.ndarray, count: int,
+             in_plane: bool = False) -> np.ndarray:
     """The ``count`` candidates nearest ``origin`` (minimum image; ties by index)."""
     d = np.linalg.norm(_mic_vectors(atoms, origin, candidates, in_plane), axis=1)
     return candidates[np.argsort(d, kind="stable")[:count]]
