@@ -119,3 +119,47 @@ def test_isolated_atoms_are_never_held_out_and_fix_their_references():
         for k, energy in ((10, -4.2), (11, -1.3)):
             batch, pairs = data.parts[k]
             assert float(model(batch, pairs)["energy"][0]) == pytest.approx(energy, abs=1e-9)
+
+
+# -- the MoS2 study's relative force error --------------------------------------------------------
+def relative_loss_by_loops(model, data, idx, w_energy, w_force, floor) -> float:
+    """The study's Eq. 4 written out: per atom |F_i − F_i^w| / (|F_i| + level), squared and averaged
+    over the three components like the absolute term; plus w_E (ΔE/N)², averaged over frames."""
+    total = 0.0
+    for k in idx:
+        batch, pairs = data.parts[k]
+        out = model(batch, pairs)
+        n = int(batch.n_atoms[0])
+        de = (float(out["energy"][0]) - float(data.energy_eV[k])) / n
+        predicted, label = out["forces"].detach().numpy(), data.forces_eV_per_A[k].numpy()
+        force_term = 0.0
+        for i in range(n):
+            size = sum(label[i][c] ** 2 for c in range(3)) ** 0.5
+            for c in range(3):
+                force_term += ((predicted[i][c] - label[i][c]) / (size + floor)) ** 2
+        total += w_energy * de ** 2 + w_force * force_term / (3 * n)
+    return total / len(idx)
+
+
+def test_the_relative_force_loss_is_the_studys_formula_and_trains(data):
+    settings = SETTINGS.model_copy(update={"validation_fraction": 0.3, "relative_force_floor_eV_per_A": 1.0,
+                                           "max_epochs": 4})
+    model, report = train_model(data, settings, seed=5)
+    _, val_idx = split(len(data.parts), 0.3, 5)
+    val_losses = [v for _, _, v in report.history]
+    assert all(np.isfinite(val_losses)) and report.epochs == 4
+    expected = relative_loss_by_loops(model, data, val_idx, SETTINGS.energy_weight, SETTINGS.force_weight, 1.0)
+    assert expected == pytest.approx(min(val_losses), rel=1e-9)
+    # the floor matters: the same model scored with the absolute force term gives another number
+    absolute = held_out_loss(model, data, val_idx, SETTINGS.energy_weight, SETTINGS.force_weight)
+    assert absolute != pytest.approx(expected, rel=1e-3)
+    # and the training step uses it: other weights than with the absolute loss
+    plain, _ = train_model(data, settings.model_copy(update={"relative_force_floor_eV_per_A": None}), seed=5)
+    assert not torch.equal(next(model.parameters()), next(plain.parameters()))
+
+
+def test_settings_without_the_relative_loss_keep_their_task_keys():
+    # the active-learning recipe keys training by the settings without their None fields
+    assert "relative_force_floor_eV_per_A" not in TrainSettings().model_dump(mode="json", exclude_none=True)
+    with pytest.raises(ValueError, match="greater than 0"):
+        TrainSettings(relative_force_floor_eV_per_A=0.0)

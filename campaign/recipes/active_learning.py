@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 from campaign.errors import CampaignFailed
 from campaign.keys import derive_seed, task_key
 from campaign.recipe import Recipe, RunContext, register
+from campaign.recipes.irradiation_data import IrradiationData, irradiation_structures
 from campaign.recipes.label import label_items, labeled_frame_rows
 from campaign.recipes.structures import load_structures
 from campaign.report import save_figure
@@ -97,6 +98,7 @@ class InitialData(StrictModel):
     dimer_distances_A: list[float] = Field(default_factory=list)
     isolated_atoms: bool = True
     relax: RelaxSpec | None = None
+    irradiation: IrradiationData | None = Field(None, description="the MoS2 study's irradiation-ready data")
     seed: int = 0
 
 
@@ -250,7 +252,7 @@ def candidate_iteration(source: str) -> int:
 def initial_structures(recipe: ActiveLearningSpec, base: list[Structure], explore: list[Structure]) -> list[Structure]:
     """The initial structures ``base`` (as the spec's sources give them) and what is cut from or
     added to them: defects and slabs of the first one, dimers and isolated atoms of every element
-    of ``base`` and the exploration structures ``explore``."""
+    of ``base`` and the exploration structures ``explore``, and the irradiation data."""
     init = recipe.initial
     host = base[0].to_atoms()
     rng = np.random.default_rng(init.seed)
@@ -270,6 +272,8 @@ def initial_structures(recipe: ActiveLearningSpec, base: list[Structure], explor
         out += [Structure.from_atoms(a, "dimer") for a in dimers(elements, init.dimer_distances_A)]
     if init.isolated_atoms:
         out += [Structure.from_atoms(a, "isolated-atom") for a in isolated_atoms(elements)]
+    if init.irradiation is not None:
+        out += irradiation_structures(init.irradiation, base, elements, init.seed)
     return out
 
 

@@ -1,7 +1,8 @@
 """Fit a Behler–Parrinello model (or a committee, one seed and one split per member) to labels.
 
-Loss = w_E ⟨(ΔE / N_atoms)²⟩ + w_F ⟨ΔF²⟩ over frames and force components; Adam with exponential
-learning-rate decay. The weights are constant, or follow DeePMD-kit's prefactor schedule
+Loss = w_E ⟨(ΔE / N_atoms)²⟩ + w_F ⟨ΔF²⟩ over frames and force components (or the relative force
+error of the MoS2 study, ``relative_force_floor_eV_per_A``); Adam with exponential learning-rate
+decay. The weights are constant, or follow DeePMD-kit's prefactor schedule
 w(t) = w_limit + (w_start − w_limit) · lr(t) / lr(0), which fits forces first and energies last.
 Early stopping is on the held-out validation split only, scored with the final weights, keeping the
 best state; without a validation split every epoch runs and the last state is kept. With a
@@ -48,6 +49,11 @@ class TrainSettings(StrictModel):
     energy_weight_limit: float | None = Field(None, ge=0, description="DeePMD's limit_pref_e: w_E moves "
                                               "from energy_weight to this as the learning rate decays")
     force_weight_limit: float | None = Field(None, ge=0, description="DeePMD's limit_pref_f")
+    # None, not 1.0, by default: settings enter task keys without their None fields, so existing
+    # campaigns keep their keys.
+    relative_force_floor_eV_per_A: float | None = Field(
+        None, gt=0, description="set: the force term is on the relative force error ΔF_i / (|F_i| + floor) "
+        "(the MoS2 study: 1 eV/Å); unset: on ΔF")
     validation_fraction: float = Field(0.2, ge=0, lt=1, description="held-out frames for early stopping; "
                                        "0: no early stopping, all max_epochs run")
     dtype: Literal["float32", "float64"] = "float64"
@@ -133,15 +139,15 @@ def fit_normalisation_and_references(model: BehlerParrinello, data: LabeledData,
 
 def _errors(model: torch.nn.Module, data: LabeledData, idx: Sequence[int], frames_per_step: int,
             create_graph: bool):
-    """Yield (energy error per atom (B,), force errors (n, 3)) per minibatch."""
+    """Yield (energy error per atom (B,), force errors (n, 3), label forces (n, 3)) per minibatch."""
     for start in range(0, len(idx), frames_per_step):
         chunk = idx[start:start + frames_per_step]
         batch, pairs = concat_batches([data.parts[k] for k in chunk])
         out = model(batch, pairs, create_graph=create_graph)
         n_atoms = torch.as_tensor(batch.n_atoms, dtype=out["energy"].dtype, device=out["energy"].device)
         de = (out["energy"] - data.energy_eV[chunk]) / n_atoms
-        df = out["forces"] - torch.cat([data.forces_eV_per_A[k] for k in chunk])
-        yield de, df
+        label = torch.cat([data.forces_eV_per_A[k] for k in chunk])
+        yield de, out["forces"] - label, label
 
 
 def rmse(model: torch.nn.Module, data: LabeledData, idx: Sequence[int]) -> tuple[float, float]:
@@ -149,7 +155,7 @@ def rmse(model: torch.nn.Module, data: LabeledData, idx: Sequence[int]) -> tuple
     if len(idx) == 0:
         return float("nan"), float("nan")
     des, dfs = [], []
-    for de, df in _errors(model, data, list(idx), 32, create_graph=False):
+    for de, df, _ in _errors(model, data, list(idx), 32, create_graph=False):
         des.append(de.detach())
         dfs.append(df.detach())
     de, df = torch.cat(des), torch.cat(dfs)
@@ -233,8 +239,8 @@ def train_model(data: LabeledData, settings: TrainSettings, seed: int, warm_star
         w_energy, w_force = settings.loss_weights(scheduler.get_last_lr()[0] / settings.learning_rate)
         order = train_idx[rng.permutation(len(train_idx))].tolist()
         total = 0.0
-        for de, df in _errors(model, data, order, settings.frames_per_step, create_graph=True):
-            loss = w_energy * de.pow(2).mean() + w_force * df.pow(2).mean()
+        for de, df, label in _errors(model, data, order, settings.frames_per_step, create_graph=True):
+            loss = batch_loss(de, df, label, (w_energy, w_force), settings.relative_force_floor_eV_per_A)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -244,7 +250,7 @@ def train_model(data: LabeledData, settings: TrainSettings, seed: int, warm_star
             history.append((epoch, total / max(1, len(train_idx)), float("nan")))
             best = (float("nan"), epoch, None)
             continue
-        val_loss = _loss(model, data, val_idx, final_weights)
+        val_loss = dataset_loss(model, data, val_idx, final_weights, settings.relative_force_floor_eV_per_A)
         history.append((epoch, total / max(1, len(train_idx)), val_loss))
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
@@ -258,11 +264,26 @@ def train_model(data: LabeledData, settings: TrainSettings, seed: int, warm_star
                               time.perf_counter() - start_time, history)
 
 
-def _loss(model, data, idx, weights: tuple[float, float]) -> float:
+def batch_loss(de: torch.Tensor, df: torch.Tensor, label_forces: torch.Tensor, weights: tuple[float, float],
+               relative_force_floor_eV_per_A: float | None = None) -> torch.Tensor:
+    """w_E ⟨de²⟩ + w_F ⟨df²⟩ over frames and force components; with a floor, each atom's force error
+    is divided by |F_i| + floor first, DeePMD-kit's ``relative_f`` and the MoS2 study's Eq. 4:
+    "E(f_i) = |F_i − F_i^w| / (|F_i| + level)", F_i the label, F_i^w the model's force, level 1
+    eV/Å. Short-range frames (dimers, interstitials) carry forces near 100 eV/Å; relative errors
+    keep them from drowning the near-equilibrium frames' fractions of an eV/Å."""
     w_energy, w_force = weights
+    if relative_force_floor_eV_per_A is not None:
+        df = df / (label_forces.norm(dim=1, keepdim=True) + relative_force_floor_eV_per_A)
+    return w_energy * de.pow(2).mean() + w_force * df.pow(2).mean()
+
+
+def dataset_loss(model, data: LabeledData, idx: Sequence[int], weights: tuple[float, float],
+                 relative_force_floor_eV_per_A: float | None = None) -> float:
+    """batch_loss over frames ``idx`` in minibatches of 32, averaged weighted by their frames (the
+    validation loss early stopping scores)."""
     total, count = 0.0, 0
-    for de, df in _errors(model, data, list(idx), 32, create_graph=False):
-        total += float((w_energy * de.pow(2).mean() + w_force * df.pow(2).mean()).detach()) * len(de)
+    for de, df, label in _errors(model, data, list(idx), 32, create_graph=False):
+        total += float(batch_loss(de, df, label, weights, relative_force_floor_eV_per_A).detach()) * len(de)
         count += len(de)
     return total / max(1, count)
 
