@@ -88,3 +88,29 @@ def test_table_from_a_tblite_dimer_scan_is_smooth_and_exact_on_the_grid():
     (dv,) = torch.autograd.grad(v.sum(), r)
     left, right = dv[:len(knots)], dv[len(knots):]
     torch.testing.assert_close(left, right, rtol=1e-4, atol=1e-4)
+
+
+def test_a_blend_evaluated_in_parts_equals_autograd_through_the_whole_blend():
+    """Blended.forward: systems with no pair inside R_a take the network alone; the others the
+    network's kernels weighted by (1 − w_i) plus autograd through w and the table. Against autograd
+    through the whole blend (the training path), on one batch holding both kinds of systems."""
+    from pathlib import Path
+
+    from tasks.generate import monolayer_mx2
+    from tasks.nnp.derivatives import potential_outputs, single_model
+    from tasks.potential import load_potential
+
+    blend = load_potential(Path(__file__).parent / "data" / "mos2_dptab_small.pt")
+    sheet = monolayer_mx2(supercell=(3, 3, 1))
+    sheet.rattle(0.05, seed=1)
+    close = sheet.copy()
+    close += Atoms("S", positions=[close.positions[4] + [0.3, 0.2, 0.9]])  # ~0.97 Å: table alone
+    between = sheet.copy()
+    between += Atoms("Mo", positions=[between.positions[5] + [0.0, 0.4, 1.05]])  # inside the switch
+    batch = AtomsBatch.from_atoms([sheet, close, between])
+    parts = blend(batch, stress=True)
+    whole = single_model(potential_outputs(blend.atomic_energy_fn, blend.cutoff_A, batch, None, forces=True,
+                                           stress=True))
+    for name in ("energy", "forces", "stress"):
+        scale = float(whole[name].abs().max())
+        assert float((parts[name] - whole[name]).abs().max()) < 1e-10 * scale, name

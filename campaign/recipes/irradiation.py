@@ -279,25 +279,27 @@ def more_impacts(context: RunContext, recipe: IrradiationSpec, stage: Stage, rou
                         bool(stage.resources))
 
 
-def run_irradiation(context: RunContext, stages: Sequence[Stage]) -> None:
+def run_irradiation(context: RunContext, stages: Sequence[Stage]) -> list:
+    """The first round, the adaptive rounds, then the yields; returns the rounds' reports."""
     recipe: IrradiationSpec = context.spec.recipe
     stage = stages[0]
     if context.gpu:
         stage = impact_stage(stage.name, recipe, stage.kwargs["target"], stage.kwargs["potential"],
                              list(stage.items), True)
-    context.run(stage)
+    reports = [context.run(stage).report]
     round_ = 2
     while recipe.target_relative_ci is not None:
         stage = more_impacts(context, recipe, stage, round_)
         if stage is None:
             break
-        context.run(stage)
+        reports.append(context.run(stage).report)
         round_ += 1
     first = stages[0]
     ensemble = ensemble_id(recipe, first.kwargs["target"], potential_id(first.kwargs["potential"]))
     rows = yield_rows(context.store, ensemble, recipe.confidence, recipe.seed, context.launch)
     context.store.append({IRR_YIELDS.name: rows})
     context.say(f"yields of {len(recipe.points())} (ion, energy) points written ({time.strftime('%H:%M:%S')})")
+    return reports
 
 
 @register
@@ -310,8 +312,7 @@ class IrradiationRecipe(Recipe):
         return [first_stage(spec)]
 
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
-        run_irradiation(context, stages)
-        return []
+        return run_irradiation(context, stages)
 
     def cells_to_label(self, spec: CampaignSpec, stages: Sequence[Stage]) -> list[Structure]:
         return []  # nothing is labeled

@@ -41,8 +41,9 @@ class ImpactSettings(StrictModel):
     thermalise_timestep_fs: float = Field(1.0, gt=0, le=2.0)
     end_time_ps: float = Field(1.0, gt=0, description="simulated time after the ion starts")
     max_displacement_A: float = Field(0.05, gt=0, le=0.2, description="largest move of any atom in one step")
-    max_energy_step_eV: float | None = Field(0.1, gt=0, description="and no atom's force does more work than "
-                                             "this over its move (None: no such bound)")
+    max_energy_step_eV: float | None = Field(None, gt=0, description="also: no atom's force does more work "
+                                             "than this over its move (LAMMPS's emax); tighter energy conservation "
+                                             "at several times the steps")
     min_timestep_fs: float = Field(1e-3, gt=0)
     max_timestep_fs: float = Field(1.0, gt=0, le=1.0)
     border_width_A: float = Field(4.0, ge=0, description="Langevin strip along the lateral cell borders")
