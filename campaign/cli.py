@@ -155,6 +155,10 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame) -> None:
+    # the launch unwinds from here and closes the cluster: a gather still in flight then fails with
+    # "Stream is closed", which is expected and must not bury the one line the user needs
+    for noisy in ("tornado", "distributed"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     raise Terminated(signum)
 
 

@@ -22,3 +22,9 @@ def test_tasks_and_storage_never_import_dask_or_the_campaign():
 def test_schedulers_know_nothing_of_the_science():
     loaded = _modules_after_import("schedulers.cluster")
     assert not loaded & {"tasks", "storage", "campaign"}
+
+
+def test_the_science_with_torch_never_imports_dask_or_the_campaign():
+    loaded = _modules_after_import("tasks.irradiation.impact", "tasks.irradiation.cascade", "tasks.irradiation.target",
+                                   "tasks.md.state", "tasks.nnp.repulsion", "tasks.active.explore")
+    assert not loaded & {"dask", "distributed", "dask_jobqueue", "campaign", "schedulers"}

@@ -98,7 +98,8 @@ def test_a_killed_driver_loses_and_repeats_no_impact(tmp_path):
 
 @pytest.mark.slow
 def test_adaptive_rounds_add_impacts_up_to_the_cap(tmp_path):
-    """Yields at 40 eV are zero or nearly so: no relative target is met, every point runs to its cap."""
+    """A cap (5) below the statistics' minimum of 10 impacts: no target can be met, so rounds are
+    added until the cap and stop there (the stopping rule itself: tests/test_irradiation_statistics.py)."""
     spec = irradiation_spec(tmp_path, ions=["S"], energies_eV=[40.0], impacts=2, target_relative_ci=0.05,
                             max_impacts=5)
     run = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True, timeout=900)
@@ -136,24 +137,30 @@ def test_the_potential_of_an_active_learning_store_is_found_by_iteration_and_mem
     from campaign.recipes.active_learning import AL_MODELS
     from campaign.recipes.irradiation import PotentialSource, potential_files
 
-    data = POTENTIAL.read_bytes()
     store = CampaignStore.open_for_writing(tmp_path / "al", "al", [AL_MODELS])
     rows = {c.name: [] for c in AL_MODELS.columns}
+    files = {}
     for iteration in (0, 1):
         for member in (0, 1):
+            model = load_potential(POTENTIAL)
+            with torch.no_grad():  # a model of its own per (iteration, member)
+                next(model.inner.parameters()).add_(0.01 * (2 * iteration + member))
             path = f"models/iter-{iteration:03d}/member-{member}.pt"
             (tmp_path / "al" / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "al" / path).write_bytes(data)
+            model.save(tmp_path / "al" / path)
+            files[iteration, member] = (tmp_path / "al" / path).read_bytes()
             for column in AL_MODELS.columns:
                 rows[column.name].append({"key": f"k{iteration}{member}", "iteration": iteration, "member": member,
                                           "path": path}.get(column.name, column.fill_value))
     with store:
         store.append({AL_MODELS.name: {k: np.array(v, dtype=AL_MODELS.column(k).numpy_dtype)
                                        for k, v in rows.items()}})
+    assert len(set(files.values())) == 4
     last = potential_files(PotentialSource(store=tmp_path / "al"))
-    assert len(last.models) == 1 and last.models[0] == data
+    assert last.models == (files[1, 0],)
+    assert potential_files(PotentialSource(store=tmp_path / "al", iteration=0, member=1)).models == (files[0, 1],)
     committee = potential_files(PotentialSource(store=tmp_path / "al", iteration=0, member="committee"))
-    assert len(committee.models) == 2 and committee.load().__class__.__name__ == "Committee"
+    assert committee.models == (files[0, 0], files[0, 1]) and committee.load().__class__.__name__ == "Committee"
     with pytest.raises(Exception, match="iterations \\[0, 1\\], not 4"):
         potential_files(PotentialSource(store=tmp_path / "al", iteration=4))
     dimer = AtomsBatch.from_atoms([Atoms("MoS", positions=[[0, 0, 0], [0, 0, 2.4]], cell=[10] * 3)])

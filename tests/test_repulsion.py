@@ -101,12 +101,13 @@ def test_a_blend_evaluated_in_parts_equals_autograd_through_the_whole_blend():
     from tasks.potential import load_potential
 
     blend = load_potential(Path(__file__).parent / "data" / "mos2_dptab_small.pt")
+    assert (blend.r_inner_A, blend.r_outer_A) == (1.6, 2.0)
     sheet = monolayer_mx2(supercell=(3, 3, 1))
     sheet.rattle(0.05, seed=1)
     close = sheet.copy()
-    close += Atoms("S", positions=[close.positions[4] + [0.3, 0.2, 0.9]])  # ~0.97 Å: table alone
-    between = sheet.copy()
-    between += Atoms("Mo", positions=[between.positions[5] + [0.0, 0.4, 1.05]])  # inside the switch
+    close += Atoms("S", positions=[close.positions[4] + [0.3, 0.2, 0.9]])  # ~0.97 Å: the table alone
+    between = sheet.copy()  # an adatom 1.8 Å above an atom: inside the switch (1.6–2.0 Å for this potential)
+    between += Atoms("Mo", positions=[between.positions[np.argmax(between.positions[:, 2])] + [0.0, 0.0, 1.8]])
     batch = AtomsBatch.from_atoms([sheet, close, between])
     parts = blend(batch, stress=True)
     whole = single_model(potential_outputs(blend.atomic_energy_fn, blend.cutoff_A, batch, None, forces=True,

@@ -216,11 +216,9 @@ def impact_items(recipe: IrradiationSpec, target: Target, potential: str, ion: s
                  first: int, count: int) -> list[WorkItem]:
     """Impacts ``first`` … ``first + count − 1`` of one (ion, energy)."""
     seeds = [derive_seed(recipe.seed, "impact", ion, repr(energy_eV), i) for i in range(first, first + count)]
-    aims = aim_fractions(recipe.impacts, first, seeds, recipe.aim == "stratified")
-    shared = {"ion": ion, "energy_eV": energy_eV, "potential": potential, "aim": recipe.aim,
-              "strata_of": recipe.impacts if recipe.aim == "stratified" else None, "polar_deg": recipe.polar_deg,
-              "azimuth_deg": recipe.azimuth_deg, "settings": recipe.dynamics.model_dump(mode="json"),
-              "target": target_id(target)}
+    aims = aim_fractions(recipe.impacts, first, seeds, recipe.aim == "stratified",
+                         derive_seed(recipe.seed, "strata", ion, repr(energy_eV)))
+    shared = {"ion": ion, "energy_eV": energy_eV, "potential": potential, **ensemble_inputs(recipe, target)}
     items = []
     for i, seed, aim in zip(range(first, first + count), seeds, aims):
         job = ImpactJob(ion, energy_eV, (float(aim[0]), float(aim[1])), recipe.polar_deg, recipe.azimuth_deg, seed, i)
@@ -228,12 +226,18 @@ def impact_items(recipe: IrradiationSpec, target: Target, potential: str, ion: s
     return items
 
 
+def ensemble_inputs(recipe: IrradiationSpec, target: Target) -> dict:
+    """Key inputs every impact of an ensemble shares (besides the potential and the seed)."""
+    return {"aim": recipe.aim, "strata_of": recipe.impacts if recipe.aim == "stratified" else None,
+            "polar_deg": recipe.polar_deg, "azimuth_deg": recipe.azimuth_deg,
+            "settings": recipe.dynamics.model_dump(mode="json", exclude_none=True), "target": target_id(target),
+            "dtype": recipe.potential.dtype}
+
+
 def ensemble_id(recipe: IrradiationSpec, target: Target, potential: str) -> str:
     """What makes impacts of one (ion, energy) members of one ensemble: everything in their keys
     but ion, energy and index. Adaptive rounds count only these impacts."""
-    inputs = {"potential": potential, "target": target_id(target), "aim": recipe.aim, "polar_deg": recipe.polar_deg,
-              "azimuth_deg": recipe.azimuth_deg, "settings": recipe.dynamics.model_dump(mode="json"),
-              "seed": recipe.seed}
+    inputs = {"potential": potential, "seed": recipe.seed, **ensemble_inputs(recipe, target)}
     return task_key("irradiation-ensemble", VERSION, inputs)
 
 
@@ -293,6 +297,10 @@ def run_irradiation(context: RunContext, stages: Sequence[Stage]) -> list:
         if stage is None:
             break
         reports.append(context.run(stage).report)
+        if reports[-1].done == 0:  # nothing came back: the same round would be planned again
+            context.say(f"round {round_} finished no impact; the adaptive rounds stop here (its failures are in "
+                        "`campaign status`)")
+            break
         round_ += 1
     first = stages[0]
     ensemble = ensemble_id(recipe, first.kwargs["target"], potential_id(first.kwargs["potential"]))

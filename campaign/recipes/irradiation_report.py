@@ -53,7 +53,9 @@ def _yields(store: CampaignStore, out_dir: Path) -> Path:
             e, mean = y["energy_eV"][rows][order], y["mean"][rows][order]
             low, high = y["low"][rows][order], y["high"][rows][order]
             label = ("total" if species == "all" else species) if layer == "all" else f"{layer} layer"
-            ax.errorbar(e, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=label,
+            # a BCa interval need not contain the mean of a skewed sample: bars are drawn from 0
+            ax.errorbar(e, mean, yerr=[np.clip(mean - low, 0, None), np.clip(high - mean, 0, None)], marker="o",
+                        capsize=3, label=label,
                         linestyle="-" if layer == "all" else ":")
         n = y["impacts"][y["ion"] == ion]
         ax.set(xscale="log", xlabel="ion energy (eV)", title=f"{ion} ions ({n.min()}–{n.max()} impacts per point)")
@@ -65,10 +67,12 @@ def _yields(store: CampaignStore, out_dir: Path) -> Path:
 def _damage(store: CampaignStore, out_dir: Path, key: str | None) -> Path:
     from ase.data import chemical_symbols
 
-    from campaign.recipes.irradiation_tables import IRR_END, IRR_IMPACTS, IRR_SPUTTERED
+    from campaign.recipes.irradiation_tables import IRR_END, IRR_SPUTTERED, ensemble_impacts
 
     plt = pyplot()
-    impacts = store.read(IRR_IMPACTS, ["key", "ion", "energy_eV", "sputtered", "aim_x_A", "aim_y_A"])
+    impacts = ensemble_impacts(store, None)  # the latest ensemble's impacts that ran to their end
+    if key is not None and key not in set(impacts["key"].tolist()):
+        raise ValueError(f"no finished impact {key!r} in the latest ensemble of {store.directory}")
     row = int(np.argmax(impacts["sputtered"])) if key is None else int(np.flatnonzero(impacts["key"] == key)[0])
     key = str(impacts["key"][row])
     frames = store.read(IRR_END.frames, ["key"])

@@ -132,13 +132,16 @@ def _columns(table, values: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 # -- reading back ---------------------------------------------------------------------------------
-def _impacts(store: CampaignStore, ensemble: str | None) -> dict[str, np.ndarray]:
-    """The ensemble's impacts (the latest one written if None) that ran to a finite end."""
+def ensemble_impacts(store: CampaignStore, ensemble: str | None, finite_only: bool = True) -> dict[str, np.ndarray]:
+    """The ensemble's impacts (the latest one written if None), by default those that ran to a
+    finite end (the others have no counts to give)."""
     table = store.read(IRR_IMPACTS)
     if not len(table["key"]):
         return table
     ensemble = ensemble if ensemble is not None else str(table["ensemble"][-1])
-    keep = (table["ensemble"] == ensemble) & np.array(["non-finite" not in f for f in table["flags"]], bool)
+    keep = table["ensemble"] == ensemble
+    if finite_only:
+        keep &= np.array(["non-finite" not in f for f in table["flags"]], bool)
     return {name: values[keep] for name, values in table.items()}
 
 
@@ -160,7 +163,7 @@ def point_counts(store: CampaignStore, ensemble: str) -> tuple[dict, dict]:
 def per_impact_counts(store: CampaignStore, ensemble: str | None = None) -> dict:
     """{(ion, energy): {(species, layer): counts per impact}} for species "all" and each element of
     the sheet, layer "all" and each layer."""
-    impacts = _impacts(store, ensemble)
+    impacts = ensemble_impacts(store, ensemble)
     atoms = store.read(IRR_SPUTTERED, ["key", "element", "origin"])
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key, element, origin in zip(atoms["key"], atoms["element"], atoms["origin"]):
@@ -195,13 +198,15 @@ def yield_rows(store: CampaignStore, ensemble: str | None, confidence: float, se
 
 
 def status_rows(store: CampaignStore) -> list[dict]:
-    """Per (ion, energy) of the latest ensemble: impacts done, flagged, and the yields so far."""
-    impacts = _impacts(store, None)
+    """Per (ion, energy) of the latest ensemble: impacts done, flagged (any health flag), stopped
+    by non-finite forces ("no end": left out of the yields), and the mean yields so far."""
+    impacts = ensemble_impacts(store, None, finite_only=False)
     out = []
     for (ion, energy), series in sorted(per_impact_counts(store).items()):
         mine = (impacts["ion"] == ion) & (impacts["energy_eV"] == energy)
-        flagged = int(sum(1 for f in impacts["flags"][mine] if f))
-        row = {"ion": ion, "energy_eV": energy, "impacts": int(mine.sum()), "flagged": flagged}
+        flags = [str(f) for f in impacts["flags"][mine]]
+        row = {"ion": ion, "energy_eV": energy, "impacts": int(mine.sum()), "flagged": sum(1 for f in flags if f),
+               "non_finite": sum(1 for f in flags if "non-finite" in f)}
         for (species, layer), counts in series.items():
             if layer == "all":
                 row[f"yield_{species}"] = float(counts.mean())
@@ -213,8 +218,9 @@ def status_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     species = [k[len("yield_"):] for k in rows[0] if k.startswith("yield_")]
-    lines = ["", f"{'ion':>4}{'E (eV)':>9}{'impacts':>9}{'flagged':>9}" + "".join(f"{'Y ' + s:>9}" for s in species)]
+    lines = ["", f"{'ion':>4}{'E (eV)':>9}{'impacts':>9}{'flagged':>9}{'no end':>8}"
+             + "".join(f"{'Y ' + s:>9}" for s in species)]
     for r in rows:
-        lines.append(f"{r['ion']:>4}{r['energy_eV']:>9g}{r['impacts']:>9}{r['flagged']:>9}"
+        lines.append(f"{r['ion']:>4}{r['energy_eV']:>9g}{r['impacts']:>9}{r['flagged']:>9}{r['non_finite']:>8}"
                      + "".join(f"{r.get('yield_' + s, float('nan')):>9.3f}" for s in species))
     return lines

@@ -15,13 +15,13 @@ centre-of-mass drift and the removed atoms; its change is the NVE core's energy 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from tasks.md.state import FS, KB_EV_PER_K, MDState, evaluate, subset, with_positions
 from tasks.nnp.batch import per_system_max, per_system_sum
+from tasks.nnp.graph import index_maps, subset_pairs
 
 ION = 3  # origin code of the projectile (tasks.irradiation.damage.ORIGINS)
 
@@ -97,9 +97,9 @@ def bath_noise(cascade: Cascade) -> torch.Tensor:
     generator: what a system draws depends on itself alone."""
     md = cascade.md
     counts = torch.bincount(md.batch.system[cascade.bath], minlength=md.n_systems).tolist()
-    parts = [torch.randn((n, 3), generator=g, dtype=md.velocities.dtype, device=md.velocities.device)
-             for n, g in zip(counts, cascade.generators)]
-    return torch.cat(parts) if parts else md.velocities[:0]
+    # drawn on the CPU, where the generators live, then moved: a GPU run draws what a CPU run does
+    parts = [torch.randn((n, 3), generator=g, dtype=md.velocities.dtype) for n, g in zip(counts, cascade.generators)]
+    return torch.cat(parts).to(md.velocities.device) if parts else md.velocities[:0]
 
 
 def step(cascade: Cascade, model, timestep_fs: torch.Tensor, bath_temperature_K: torch.Tensor,
@@ -131,11 +131,14 @@ def step(cascade: Cascade, model, timestep_fs: torch.Tensor, bath_temperature_K:
     return replace(cascade, md=new, exchanged_eV=exchanged, steps=cascade.steps + 1)
 
 
-def remove_sheet_drift(cascade: Cascade) -> Cascade:
-    """Take each sheet's centre-of-mass velocity out (the ion keeps its own); the kinetic energy
-    this removes is counted as exchanged."""
+def remove_sheet_drift(cascade: Cascade, reach_A: float = 3.0) -> Cascade:
+    """Take each sheet's centre-of-mass velocity out (the ion, and atoms further than ``reach_A``
+    beyond the pristine outer planes, on their way out, keep theirs); the kinetic energy this
+    removes is counted as exchanged."""
     md = cascade.md
-    sheet = (cascade.origin != ION) & ~md.fixed
+    z, system = md.batch.positions[:, 2], md.batch.system
+    near = (z < cascade.top_z_A[system] + reach_A) & (z > cascade.bottom_z_A[system] - reach_A)
+    sheet = (cascade.origin != ION) & ~md.fixed & near
     weight = torch.where(sheet, md.masses, 0.0)
     momentum = per_system_sum(weight[:, None] * md.velocities, md.batch.system, md.n_systems)
     mass = torch.clamp(per_system_sum(weight, md.batch.system, md.n_systems), min=1e-12)
@@ -192,12 +195,13 @@ def _keep(cascade: Cascade, atoms: torch.Tensor, systems: torch.Tensor) -> Casca
 
 def remove_escaped(cascade: Cascade, model, distance_A: float) -> tuple[Cascade, list[Escape]]:
     """Record and remove escaping atoms. Their systems are evaluated anew (the others keep their
-    forces and neighbour lists), and the energy the removed atoms carried is counted as exchanged."""
+    forces, and every system its neighbour list), and the energy the removed atoms carried is
+    counted as exchanged."""
     leaving = escaping(cascade, distance_A)
     if not bool(leaving.any()):
         return cascade, []
     md = cascade.md
-    velocities = md.velocities / FS  # Å/fs
+    velocities = md.velocities * FS  # Å/fs (FS: one fs in ASE time units)
     escapes = [Escape(int(cascade.impact[md.batch.system[a]]), int(cascade.index[a]), int(md.batch.numbers[a]),
                       int(cascade.origin[a]), md.batch.positions[a].detach().cpu().numpy().copy(),
                       velocities[a].detach().cpu().numpy().copy(), float(md.time_fs[md.batch.system[a]]),
@@ -206,9 +210,25 @@ def remove_escaped(cascade: Cascade, model, distance_A: float) -> tuple[Cascade,
     before = cascade.total_energy_eV()
     everyone = torch.ones(md.n_systems, dtype=torch.bool, device=leaving.device)
     kept = _keep(cascade, ~leaving, everyone)
-    energy, forces, deviation = evaluate(model, kept.md.batch, kept.md.pairs, kept.md.fixed)
-    kept = replace(kept, md=replace(kept.md, energy=energy, forces=forces, deviation=deviation))
+    changed = torch.zeros(md.n_systems, dtype=torch.bool, device=leaving.device)
+    changed[md.batch.system[leaving]] = True
+    kept = replace(kept, md=reevaluated(model, kept.md, changed))
     return replace(kept, exchanged_eV=kept.exchanged_eV + before - kept.total_energy_eV()), escapes
+
+
+def reevaluated(model, md: MDState, systems: torch.Tensor) -> MDState:
+    """``md`` with energy and forces of ``systems`` (B,) bool evaluated anew, the others as they were."""
+    atoms = systems[md.batch.system]
+    atom_map, system_map = index_maps(atoms, systems)
+    energy, forces, deviation = evaluate(model, md.batch.subset(atoms, systems, system_map),
+                                         subset_pairs(md.pairs, atom_map, system_map), md.fixed[atoms])
+    new_energy, new_forces = md.energy.clone(), md.forces.clone()
+    new_energy[systems], new_forces[atoms] = energy, forces
+    new_deviation = None
+    if md.deviation is not None and deviation is not None:
+        new_deviation = md.deviation.clone()
+        new_deviation[systems] = deviation
+    return replace(md, energy=new_energy, forces=new_forces, deviation=new_deviation)
 
 
 def take_finished(cascade: Cascade, done: torch.Tensor, finite: torch.Tensor) -> tuple[Cascade, list[Finished]]:
@@ -217,7 +237,7 @@ def take_finished(cascade: Cascade, done: torch.Tensor, finite: torch.Tensor) ->
         return cascade, []
     md = cascade.md
     numbers, positions = md.batch.numbers.cpu().numpy(), md.batch.positions.detach().cpu().numpy()
-    velocities = (md.velocities / FS).detach().cpu().numpy()
+    velocities = (md.velocities * FS).detach().cpu().numpy()  # Å/fs
     origin, index = cascade.origin.cpu().numpy(), cascade.index.cpu().numpy()
     drift = cascade.drift_eV().detach().cpu().numpy()
     starts = np.concatenate([[0], np.cumsum(md.batch.n_atoms)])
@@ -247,7 +267,3 @@ def border_kinetic_eV(cascade: Cascade) -> torch.Tensor:
     md = cascade.md
     kinetic = 0.5 * md.masses * md.velocities.pow(2).sum(1)
     return per_system_max(torch.where(cascade.bath, kinetic, 0.0), md.batch.system, md.n_systems)
-
-
-def per_system(values: Sequence[float] | np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=like.dtype, device=like.device)

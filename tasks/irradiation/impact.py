@@ -22,7 +22,7 @@ from ase import Atoms
 from pydantic import Field
 
 from tasks.irradiation.cascade import (ION, Cascade, Escape, Finished, adaptive_timestep_fs, border_kinetic_eV,
-                                       finite_systems, per_system, remove_escaped, remove_sheet_drift, step,
+                                       finite_systems, remove_escaped, remove_sheet_drift, step,
                                        take_finished)
 from tasks.irradiation.damage import (IonFate, detached, interstitials, ion_fate, origin_labels, sheet_planes_A,
                                       vacancies_by_origin, wigner_seitz)
@@ -76,7 +76,6 @@ class Trajectories:
 
     finished: list[Finished]
     escapes: list[list[Escape]]
-    start_atoms: list  # ase.Atoms of each system when its ion was launched
     wall_s: float
 
 
@@ -180,13 +179,12 @@ def run_trajectories(model, target: Target, jobs: Sequence[ImpactJob], settings:
     """The dynamics of every job, batched; results by job position."""
     start = time.perf_counter()
     cascade = launch(model, target, jobs, settings)
-    start_atoms = cascade.md.to_atoms()
     finished, escapes = advance(model, cascade, settings)
     by_impact = {f.impact: f for f in finished}
     flights: list[list[Escape]] = [[] for _ in jobs]
     for e in escapes:
         flights[e.impact].append(e)
-    return Trajectories([by_impact[i] for i in range(len(jobs))], flights, start_atoms,
+    return Trajectories([by_impact[i] for i in range(len(jobs))], flights,
                         time.perf_counter() - start)
 
 
@@ -218,7 +216,7 @@ class ImpactResult:
     flags: tuple[str, ...]  # "non-finite", "energy-drift", "border-hot"
     end_numbers: np.ndarray
     end_positions_A: np.ndarray
-    end_index: np.ndarray  # pristine index of each end atom, n_sheet for the ion
+    end_index: np.ndarray  # each end atom's index in the pristine sheet; the sheet's size for the ion
     end_cell_A: np.ndarray
     end_pbc: np.ndarray
     sheet_elements: tuple[str, ...]
@@ -232,10 +230,11 @@ def summarise(target: Target, job: ImpactJob, end: Finished, flights: Sequence[E
               settings: ImpactSettings) -> ImpactResult:
     """Sputtered atoms (in flight, and detached from the sheet at the end), vacancies by
     Wigner–Seitz against the pristine sheet, the ion's fate and the health flags."""
-    n_sheet = len(target.atoms)
+    sheet_origins = origin_labels(target.atoms)
+    if not end.finite:  # positions may be NaN: nothing to analyse, the flag says why
+        return _result(target, job, end, [], np.zeros(3, int), 0, "unknown", ("non-finite",))
     end_atoms = Atoms(numbers=end.numbers, positions=end.positions_A, cell=end.cell_A, pbc=end.pbc)
     loose = detached(end_atoms, settings.bond_cutoff_A) if len(end_atoms) else np.zeros(0, bool)
-    sheet_origins = origin_labels(target.atoms)
     sputtered = [SputteredAtom(e.index, e.number, e.origin, e.position_A, e.velocity_A_per_fs, e.time_fs, True)
                  for e in flights if e.origin != ION]
     sputtered += [SputteredAtom(int(end.index[a]), int(end.numbers[a]), int(end.origin[a]), end.positions_A[a],
@@ -247,20 +246,23 @@ def summarise(target: Target, job: ImpactJob, end: Finished, flights: Sequence[E
     top, bottom = sheet_planes_A(target.atoms.positions, sheet_origins)
     fate = ion_fate_of(end, flights, loose, top, bottom)
     flags = []
-    if not end.finite:
-        flags.append("non-finite")
     if end.max_energy_drift_eV > settings.drift_bound_eV:
         flags.append("energy-drift")
     if end.border_max_kinetic_eV > settings.border_alert_eV:
         flags.append("border-hot")
+    return _result(target, job, end, sputtered, vacancies_by_origin(occupancy, sheet_origins)[:3],
+                   interstitials(occupancy), fate, tuple(flags))
+
+
+def _result(target: Target, job: ImpactJob, end: Finished, sputtered: list[SputteredAtom], vacancies: np.ndarray,
+            n_interstitials: int, fate: str, flags: tuple[str, ...]) -> ImpactResult:
     return ImpactResult(job=job, aim_A=target.aim_point_A(np.asarray(job.aim_fraction))[:2], sputtered=sputtered,
-                        vacancies_by_origin=vacancies_by_origin(occupancy, sheet_origins)[:3],
-                        interstitials=interstitials(occupancy), ion_fate=fate, steps=end.steps, time_fs=end.time_fs,
-                        energy_drift_eV=end.energy_drift_eV, max_energy_drift_eV=end.max_energy_drift_eV,
-                        border_max_kinetic_eV=end.border_max_kinetic_eV, flags=tuple(flags),
-                        end_numbers=end.numbers, end_positions_A=end.positions_A,
-                        end_index=np.where(end.origin == ION, n_sheet, end.index), end_cell_A=end.cell_A,
-                        end_pbc=end.pbc, sheet_elements=tuple(sorted(set(target.atoms.get_chemical_symbols()))))
+                        vacancies_by_origin=vacancies, interstitials=n_interstitials, ion_fate=fate, steps=end.steps,
+                        time_fs=end.time_fs, energy_drift_eV=end.energy_drift_eV,
+                        max_energy_drift_eV=end.max_energy_drift_eV, border_max_kinetic_eV=end.border_max_kinetic_eV,
+                        flags=flags, end_numbers=end.numbers, end_positions_A=end.positions_A, end_index=end.index,
+                        end_cell_A=end.cell_A, end_pbc=end.pbc,
+                        sheet_elements=tuple(sorted(set(target.atoms.get_chemical_symbols()))))
 
 
 def ion_fate_of(end: Finished, flights: Sequence[Escape], loose: np.ndarray, top_z_A: float,

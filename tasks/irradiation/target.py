@@ -67,16 +67,19 @@ def file_target(atoms: Atoms, repeat: tuple[int, int]) -> Target:
     return Target(atoms, tuple(int(r) for r in repeat))
 
 
-def aim_fractions(n_impacts: int, first: int, seeds: list[int], stratified: bool) -> np.ndarray:
+def aim_fractions(n_impacts: int, first: int, seeds: list[int], stratified: bool, strata_seed: int = 0) -> np.ndarray:
     """(n, 2) fractional aim points of impacts ``first`` … ``first + n − 1``: uniform in the
     primitive cell from each impact's seed, or, ``stratified``, one per cell of a k×k grid
-    (k = ceil(sqrt(n_impacts)), impact i in cell i mod k²) jittered uniformly inside it."""
+    (k = ceil(sqrt(n_impacts))) jittered uniformly inside it, impact i taking the (i mod k²)-th cell
+    of a permutation drawn from ``strata_seed``: when k² > n_impacts the cells left out are random,
+    not always the same strip."""
     out = np.empty((len(seeds), 2))
     k = max(1, int(np.ceil(np.sqrt(n_impacts))))
+    order = np.random.default_rng([strata_seed, 4]).permutation(k * k)
     for row, (i, seed) in enumerate(zip(range(first, first + len(seeds)), seeds)):
         u = np.random.default_rng([seed, 1]).random(2)
         if stratified:
-            cell = i % (k * k)
+            cell = order[i % (k * k)]
             u = (np.array([cell % k, cell // k]) + u) / k
         out[row] = u
     return out

@@ -25,8 +25,8 @@ from pydantic import Field, model_validator
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import committee_results
 from tasks.nnp.derivatives import potential_outputs, single_model
-from tasks.nnp.model import shared_descriptor_outputs
 from tasks.nnp.graph import Pairs, index_maps, pair_vectors, subset_pairs
+from tasks.nnp.model import shared_descriptor_outputs
 from tasks.potential import SavedAsPayload, from_payload
 from tasks.settings import StrictModel
 
@@ -261,8 +261,8 @@ class Blended(torch.nn.Module, SavedAsPayload):
 
     def _cached_isolated_energies(self) -> torch.Tensor:
         """isolated_energies of the inner network, computed again only when its weights change
-        (every optimiser step bumps their version counters): MD calls for them every step."""
-        version = tuple(p._version for p in self.inner.parameters())
+        (an optimiser step bumps their version counters, .to() moves them): MD calls for them every step."""
+        version = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.inner.parameters())
         cached = getattr(self, "_isolated_cache", None)
         if cached is None or cached[0] != version:
             with torch.no_grad():
