@@ -154,12 +154,21 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _raise_terminated(signum, frame) -> None:
+def _quiet_shutdown() -> None:
     # the launch unwinds from here and closes the cluster: a gather still in flight then fails with
     # "Stream is closed", which is expected and must not bury the one line the user needs
     for noisy in ("tornado", "distributed"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def _raise_terminated(signum, frame) -> None:
+    _quiet_shutdown()
     raise Terminated(signum)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    _quiet_shutdown()
+    raise KeyboardInterrupt
 
 
 _TERMINATING = (signal.SIGTERM, signal.SIGHUP)
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in _TERMINATING} if in_main_thread else {}
+    if in_main_thread:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return _run(args)
     except KeyboardInterrupt:
