@@ -31,7 +31,8 @@ class Outcome:
         return not self.error
 
 
-def _where() -> str:
+def worker_name() -> str:
+    """host:pid of this worker process, as outcomes record it."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -41,7 +42,7 @@ def run_each(fn: Callable[..., Any], keys: Sequence[str], items: Sequence[Any], 
     This is how a batch of labels, say, survives one structure the labeler cannot do: the
     others are returned, and the failed one carries its message and traceback to the ledger.
     """
-    where = _where()
+    where = worker_name()
     outcomes = []
     for key, item in zip(keys, items, strict=True):
         start = time.perf_counter()

@@ -149,28 +149,6 @@ def remove_sheet_drift(cascade: Cascade, reach_A: float = 3.0) -> Cascade:
     return replace(cascade, md=md, exchanged_eV=cascade.exchanged_eV + before - md.kinetic_energy())
 
 
-def adaptive_timestep_fs(cascade: Cascade, max_displacement_A: float, min_timestep_fs: float,
-                         max_timestep_fs: float, max_energy_step_eV: float | None = None) -> torch.Tensor:
-    """Per system, the step in which no atom moves more than d under its current velocity and
-    acceleration (|v| dt + |a| dt²/2 = d), within [min, max]. d is max_displacement_A, or less
-    where a strong force would do more than max_energy_step_eV of work over it (|F| d ≤ e_max,
-    as LAMMPS's fix dt/reset): in the repulsion's switching region the force changes within a
-    fraction of an Ångström."""
-    md = cascade.md
-    speed = md.velocities.norm(dim=1)  # Å per ASE time unit
-    force = md.forces.norm(dim=1)
-    accel = force / md.masses
-    d = torch.full_like(speed, max_displacement_A)
-    if max_energy_step_eV is not None:
-        d = torch.minimum(d, max_energy_step_eV / torch.clamp(force, min=1e-12))
-    # the positive root of |a|/2 dt² + |v| dt − d = 0, written to stay exact as |a| → 0
-    dt = 2 * d / (speed + torch.sqrt(speed ** 2 + 2 * accel * d))
-    dt = torch.where(md.fixed | ~torch.isfinite(dt), torch.full_like(dt, float("inf")), dt)
-    largest = torch.full((md.n_systems,), float("inf"), dtype=dt.dtype, device=dt.device)
-    smallest = largest.scatter_reduce(0, md.batch.system, dt, reduce="amin")
-    return torch.clamp(smallest / FS, min=min_timestep_fs, max=max_timestep_fs)
-
-
 def escaping(cascade: Cascade, distance_A: float) -> torch.Tensor:
     """(N,) bool: atoms further than ``distance_A`` beyond the pristine sheet's outer planes and
     moving away from it."""

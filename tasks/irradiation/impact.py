@@ -9,8 +9,6 @@ it runs alone or in a batch.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -21,14 +19,15 @@ import torch
 from ase import Atoms
 from pydantic import Field
 
-from tasks.irradiation.cascade import (ION, Cascade, Escape, Finished, adaptive_timestep_fs, border_kinetic_eV,
+from tasks.irradiation.cascade import (ION, Cascade, Escape, Finished, border_kinetic_eV,
                                        finite_systems, remove_escaped, remove_sheet_drift, step,
                                        take_finished)
 from tasks.irradiation.damage import (IonFate, detached, interstitials, ion_fate, origin_labels, sheet_planes_A,
                                       vacancies_by_origin, wigner_seitz)
 from tasks.irradiation.target import Target, direction, ion_speed, with_ion
+from tasks.md.integrators import adaptive_timestep_fs
 from tasks.md.state import KB_EV_PER_K, initial_state
-from tasks.outcome import Outcome
+from tasks.outcome import Outcome, worker_name
 from tasks.settings import StrictModel
 
 
@@ -76,7 +75,11 @@ class Trajectories:
 
     finished: list[Finished]
     escapes: list[list[Escape]]
-    wall_s: float
+
+
+# the sheet's thermalisation, before impact: explore's default friction (100 fs), weak enough not
+# to damp the phonons the equilibrium needs
+THERMALISE_FRICTION_PER_FS = 0.01
 
 
 def thermal_velocities(masses: np.ndarray, temperature_K: float, rng: np.random.Generator) -> np.ndarray:
@@ -133,7 +136,7 @@ def launch(model, target: Target, jobs: Sequence[ImpactJob], settings: ImpactSet
         dt = zeros + settings.thermalise_timestep_fs
         kT = zeros + settings.temperature_K
         for _ in range(int(round(settings.thermalise_ps * 1000 / settings.thermalise_timestep_fs))):
-            cascade = step(cascade, model, dt, kT, 0.01)
+            cascade = step(cascade, model, dt, kT, THERMALISE_FRICTION_PER_FS)
         cascade = remove_sheet_drift(cascade)
     # the ions start: free, at their speed; the bath shrinks to the border strip; clocks restart
     md = cascade.md
@@ -155,8 +158,9 @@ def advance(model, cascade: Cascade, settings: ImpactSettings,
     escape_distance = model.cutoff_A + settings.escape_margin_A
     bath_T = settings.temperature_K
     while cascade.n_systems:
-        dt = adaptive_timestep_fs(cascade, settings.max_displacement_A, settings.min_timestep_fs,
-                                  settings.max_timestep_fs, settings.max_energy_step_eV)
+        dt = adaptive_timestep_fs(cascade.md, max_displacement_A=settings.max_displacement_A,
+                                  min_timestep_fs=settings.min_timestep_fs, max_timestep_fs=settings.max_timestep_fs,
+                                  max_energy_step_eV=settings.max_energy_step_eV)
         dt = torch.minimum(dt, torch.clamp(cascade.end_fs - cascade.md.time_fs, min=settings.min_timestep_fs))
         cascade = step(cascade, model, dt, torch.full_like(dt, bath_T), settings.border_friction_per_fs)
         if settings.remove_drift:
@@ -177,15 +181,13 @@ def advance(model, cascade: Cascade, settings: ImpactSettings,
 
 def run_trajectories(model, target: Target, jobs: Sequence[ImpactJob], settings: ImpactSettings) -> Trajectories:
     """The dynamics of every job, batched; results by job position."""
-    start = time.perf_counter()
     cascade = launch(model, target, jobs, settings)
     finished, escapes = advance(model, cascade, settings)
     by_impact = {f.impact: f for f in finished}
     flights: list[list[Escape]] = [[] for _ in jobs]
     for e in escapes:
         flights[e.impact].append(e)
-    return Trajectories([by_impact[i] for i in range(len(jobs))], flights,
-                        time.perf_counter() - start)
+    return Trajectories([by_impact[i] for i in range(len(jobs))], flights)
 
 
 # -- what each impact did ------------------------------------------------------------------------
@@ -294,11 +296,12 @@ class PotentialFiles:
     device: str = "auto"
 
     def load(self):
-        from tasks.nnp.committee import Committee
+        from tasks.active.explore import CommitteeFiles
         from tasks.potential import load_potential
 
-        loaded = [load_potential(m, self.dtype, self.device) for m in self.models]
-        return loaded[0] if len(loaded) == 1 else Committee(loaded)
+        if len(self.models) > 1:
+            return CommitteeFiles(self.models, self.dtype, self.device).load()
+        return load_potential(self.models[0], self.dtype, self.device)
 
 
 def impact_batch(keys: list[str], jobs: list[ImpactJob], target: Target, potential: PotentialFiles,
@@ -306,7 +309,7 @@ def impact_batch(keys: list[str], jobs: list[ImpactJob], target: Target, potenti
     """All ``jobs`` as one batched state; an impact that goes wrong numerically is returned with
     its health flags, an exception fails the whole batch (each item carries it to the ledger)."""
     start = time.perf_counter()
-    where = f"{socket.gethostname()}:{os.getpid()}"
+    where = worker_name()
     try:
         results = run_impacts(potential.load(), target, jobs, settings)
     except Exception as exc:  # noqa: BLE001 - recorded per item; a later launch retries them

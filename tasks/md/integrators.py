@@ -72,9 +72,22 @@ def berendsen_step(state: MDState, model, *, timestep_fs, temperature_K, tau_fs:
 
 
 def adaptive_timestep_fs(state: MDState, *, max_displacement_A: float, max_timestep_fs: float,
-                         min_timestep_fs: float = 1e-4) -> torch.Tensor:
-    """Per-system step so that no atom moves more than max_displacement_A (for ion impacts,
-    where a projectile at keV energies would otherwise jump through its target)."""
-    fastest = per_system_max(state.velocities.norm(dim=1), state.batch.system, state.n_systems)
-    dt = max_displacement_A / torch.clamp(fastest, min=1e-12) / FS
-    return torch.clamp(dt, min=min_timestep_fs, max=max_timestep_fs)
+                         min_timestep_fs: float = 1e-4, max_energy_step_eV: float | None = None) -> torch.Tensor:
+    """Per-system step so that no atom moves more than d under its current velocity and
+    acceleration (|v| dt + |a| dt²/2 = d), within [min, max] (for ion impacts, where a projectile
+    at keV energies would otherwise jump through its target). d is max_displacement_A, or less where
+    a strong force would do more than max_energy_step_eV of work over it (|F| d ≤ e_max, as LAMMPS's
+    fix dt/reset): in a repulsion's switching region the force changes within a fraction of an Å.
+    Fixed atoms do not count."""
+    speed = state.velocities.norm(dim=1)  # Å per ASE time unit
+    force = state.forces.norm(dim=1)
+    accel = force / state.masses
+    d = torch.full_like(speed, max_displacement_A)
+    if max_energy_step_eV is not None:
+        d = torch.minimum(d, max_energy_step_eV / torch.clamp(force, min=1e-12))
+    # the positive root of |a|/2 dt² + |v| dt − d = 0, written to stay exact as |a| → 0
+    dt = 2 * d / (speed + torch.sqrt(speed ** 2 + 2 * accel * d))
+    dt = torch.where(state.fixed | ~torch.isfinite(dt), torch.full_like(dt, float("inf")), dt)
+    largest = torch.full((state.n_systems,), float("inf"), dtype=dt.dtype, device=dt.device)
+    smallest = largest.scatter_reduce(0, state.batch.system, dt, reduce="amin")
+    return torch.clamp(smallest / FS, min=min_timestep_fs, max=max_timestep_fs)
