@@ -157,8 +157,17 @@ class Terminated(BaseException):
 def _quiet_shutdown() -> None:
     # the launch unwinds from here and closes the cluster: a gather still in flight then fails with
     # "Stream is closed", which is expected and must not bury the one line the user needs
-    for noisy in ("tornado", "distributed"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    _set_levels(("tornado", "distributed"), logging.CRITICAL)
+
+
+def _set_levels(prefixes: tuple[str, ...], level: int) -> None:
+    """Set ``level`` on these loggers and every descendant that has a level of its own: distributed's
+    logging config gives some (tornado.application, distributed.client) explicit levels, which a
+    parent's level does not override."""
+    names = [name for name in logging.root.manager.loggerDict
+             if any(name == p or name.startswith(p + ".") for p in prefixes)]
+    for name in {*prefixes, *names}:
+        logging.getLogger(name).setLevel(level)
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -198,8 +207,7 @@ def _run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import distributed  # noqa: F401 - it sets its loggers up on import; quiet them after that
 
-    for noisy in ("distributed", "dask_jobqueue", "bokeh", "tornado"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    _set_levels(("distributed", "dask_jobqueue", "bokeh", "tornado"), logging.ERROR)
     try:
         return {"launch": _launch, "status": _status, "report": _report, "export": _export}[args.command](args)
     except SpecError as exc:

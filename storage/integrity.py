@@ -31,6 +31,23 @@ def open_root(path: Path, mode: str) -> zarr.Group:
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+def write_attributes(group: zarr.Group, changes: Mapping[str, object]) -> None:
+    """Merge ``changes`` into the group's attributes in one atomic write of its zarr.json.
+
+    ``group.attrs.update`` must not be used for this: zarr's Attributes is a MutableMapping whose
+    update sets one key at a time, one file write each, so a process killed between two writes
+    leaves a commit pointer without its layout, or a store version without its owner. On a failed
+    write the in-memory attributes are restored, so that a later write cannot carry the failed one.
+    """
+    before = dict(group.attrs)
+    try:
+        group.update_attributes(dict(changes))
+    except BaseException:
+        group.metadata.attributes.clear()
+        group.metadata.attributes.update(before)
+        raise
+
+
 def checksummed(array: zarr.Array) -> bool:
     return any(isinstance(codec, Crc32cCodec) for codec in array.compressors)
 

@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from storage.integrity import check_chunks, checksummed, damaged_read, open_root
+from storage.integrity import check_chunks, checksummed, damaged_read, open_root, write_attributes
 
 from storage.errors import StoreError
 from storage.lock import StoreLock
@@ -104,7 +104,7 @@ class CampaignStore:
                                  "damaged one; it is left as it is")
             else:  # new, or an empty group a killed launch created before its first commit
                 layout = {}
-                group.attrs.update({"schema_version": SCHEMA_VERSION, "campaign": campaign, "committed": {},
+                write_attributes(group, {"schema_version": SCHEMA_VERSION, "campaign": campaign, "committed": {},
                                     "launches": [], "tables": {}})
             store = cls(directory, group, lock, layout)
             store._migrate()
@@ -127,7 +127,7 @@ class CampaignStore:
         for table in self._layout.values():
             for column in table.columns:
                 self._rewrite_with_checksums(table, column, self._committed.get(table.name, 0))
-        self._group.attrs.update({"schema_version": SCHEMA_VERSION, "migrated_from": 1,
+        write_attributes(self._group, {"schema_version": SCHEMA_VERSION, "migrated_from": 1,
                                   "tables": {name: t.to_dict() for name, t in self._layout.items()}})
 
     def _rewrite_with_checksums(self, table: Table, column: Column, rows: int) -> None:
@@ -183,7 +183,7 @@ class CampaignStore:
             layout[table.name] = Table(table.name, table.group, table.dim, table.chunk_rows, tuple(columns))
         if layout != self._layout:
             committed = {name: self._committed.get(name, 0) for name in layout}
-            self._group.attrs.update({"tables": {name: t.to_dict() for name, t in layout.items()},
+            write_attributes(self._group, {"tables": {name: t.to_dict() for name, t in layout.items()},
                                       "committed": committed})
             self._layout, self._committed = layout, committed
 
@@ -308,7 +308,7 @@ class CampaignStore:
                 array[start:start + n_new] = values.astype(object) if column.dtype == "str" else values
             new_committed[table_name] = start + n_new
         if new_committed != self._committed:
-            self._group.attrs.update({"committed": new_committed})
+            write_attributes(self._group, {"committed": new_committed})
             self._committed = new_committed
 
     def record_launch(self, info: Mapping[str, Any]) -> int:
@@ -318,7 +318,7 @@ class CampaignStore:
         launches.append({"index": index, "host": socket.gethostname(), "pid": os.getpid(),
                          "started_unix": time.time(), **info})
         try:
-            self._group.attrs.update({"launches": launches, "spec": info.get("spec", {})})
+            write_attributes(self._group, {"launches": launches, "spec": info.get("spec", {})})
         except OSError as exc:
             raise StoreError(f"cannot write to store {self.directory}: {exc.strerror or exc}") from None
         return index

@@ -104,3 +104,36 @@ def test_a_column_added_to_a_table_with_rows_reads_as_fill_values_and_keeps_the_
         assert np.isnan(rows["energy_eV"][:10]).all() and rows["energy_eV"][10] == -1.5
         assert [str(x) for x in rows["label"]] == [""] * 10 + ["x"]
         CampaignStore.open_for_writing(tmp_path / "s", "c", [after]).close()
+
+
+def test_every_write_of_the_root_metadata_is_a_whole_state(tmp_path, monkeypatch):
+    """A process can die between any two file writes, so each written zarr.json must be a state a
+    reader may see: the owner with the version, every table's commit count with its layout. The
+    real writes go through; they are only recorded."""
+    import json
+
+    import zarr.storage._local as local
+
+    from storage.tables import columnar
+
+    root = (tmp_path / "s" / ZARR_NAME / "zarr.json").resolve()
+    written, put = [], local._put
+
+    def recording_put(path, value, exclusive=False):
+        if path.resolve() == root and not (exclusive and path.exists()):  # zarr's "create parents if
+            # missing" calls write nothing where the file exists
+            written.append(json.loads(bytes(value.as_buffer_like()))["attributes"])
+        return put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", recording_put)
+    things = columnar("things", "things", "thing", (("n", "i8"),), chunk_rows=4)
+    with CampaignStore.open_for_writing(tmp_path / "s", "c") as store:
+        store.record_launch({"spec": {"name": "c"}})
+        store.append({"ledger": _entries(["a", "b"])})
+        store.declare([things])
+        store.append({"ledger": _entries(["c"]), "things": {"n": np.arange(3)}})
+    assert len(written) >= 5
+    for attributes in written[1:]:  # the first is the empty group zarr creates
+        assert {"schema_version", "campaign", "committed", "launches", "tables"} <= set(attributes), attributes
+        assert set(attributes["committed"]) == set(attributes["tables"]), attributes
+    assert written[-1]["committed"]["ledger"] == 3 and written[-1]["committed"]["things"] == 3
