@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="extxyz: one file; deepmd: a new folder of DeePMD-kit systems, one per composition")
     p.add_argument("--type-map", type=_element_list, metavar="Mo,S",
                    help="deepmd: element order of type_map.raw; default: the store's elements by atomic number")
+    p.add_argument("--hull", action="store_true",
+                   help="phase-diagram stores: the relaxed structures on the hull instead, to OUT.extxyz or OUT.cif")
     p.add_argument("out", type=Path)
     return parser
 
@@ -111,16 +113,24 @@ def _element_list(text: str) -> list[str]:
 
 def _export(args) -> int:
     from campaign.deepmd import DeepmdError, export_deepmd
-    from campaign.export import export_frames
+    from campaign.export import export_frames, export_structures
     from storage import CampaignStore
     from storage.frames import iter_frames
 
     if args.type_map is not None and args.fmt != "deepmd":
         print("error: --type-map applies to --to deepmd only", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.hull and args.fmt != "extxyz":
+        print("error: --hull writes extxyz or CIF (by the file's suffix), not --to deepmd", file=sys.stderr)
+        return EXIT_BAD_INPUT
     store = CampaignStore.open(_store_dir(args.store))
     try:
-        if args.fmt == "deepmd":
+        if args.hull:
+            from campaign.recipes.phase_report import hull_structures
+
+            structures = hull_structures(store)
+            print(f"wrote {export_structures(structures, args.out)} hull structures to {args.out}")
+        elif args.fmt == "deepmd":
             done = export_deepmd(iter_frames(store), args.out, args.type_map)
             print(f"wrote {done.frames} frames in {done.systems} DeePMD systems (type map "
                   f"{','.join(done.type_map)}) to {args.out}")
@@ -129,7 +139,7 @@ def _export(args) -> int:
     except OSError as exc:  # the output's folder is missing, read-only or full: the previous output stays
         print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except DeepmdError as exc:
+    except (DeepmdError, ValueError) as exc:  # ValueError: a store with no hull
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

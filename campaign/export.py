@@ -28,21 +28,37 @@ def frame_to_atoms(frame: LabeledFrame) -> Atoms:
 
 
 def export_frames(store: CampaignStore, out: Path, fmt: str = "extxyz") -> int:
-    """Write every committed frame to ``out``. A regular file is written to a temporary file beside
-    it and renamed over it at the end, so a failed export leaves the previous ``out`` as it was."""
+    """Write every committed frame to ``out``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    out = Path(out)
+    return write_atomically(Path(out), lambda handle: _write_frames(store, handle))
+
+
+def export_structures(structures: list[Atoms], out: Path) -> int:
+    """Write structures (their ``info`` kept) to ``out``, in the format ASE takes from its suffix
+    (.extxyz / .xyz: extended XYZ, .cif: CIF, one data block per structure)."""
+    fmt = "cif" if Path(out).suffix.lower() == ".cif" else "extxyz"
+
+    def write(handle) -> int:
+        ase.io.write(handle, structures, format=fmt)
+        return len(structures)
+
+    return write_atomically(Path(out), write, binary=fmt == "cif")  # ASE's CIF writer wants bytes
+
+
+def write_atomically(out: Path, write, binary: bool = False) -> int:
+    """``write(handle)`` into ``out``. A regular file is written to a temporary file beside it and
+    renamed over it at the end, so a failed export leaves the previous ``out`` as it was."""
     if out.exists() and not out.is_file():  # /dev/stdout, a pipe: nothing to replace
-        with open(out, "w") as handle:
-            return _write_frames(store, handle)
+        with open(out, "wb" if binary else "w") as handle:
+            return write(handle)
     target = out.resolve() if out.is_symlink() else out
     # O_EXCL with mode 0666: the umask applies as it would to open(out, "w"), and no other file is hit.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as handle:
-            count = _write_frames(store, handle)
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            count = write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if target.exists():

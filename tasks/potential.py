@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -130,6 +131,27 @@ def load_potential(data: bytes | str | Path, dtype: str | torch.dtype = "float64
                    device: str | torch.device = "cpu"):
     """Any potential file (bytes or a path), whatever its format."""
     return from_payload(read_payload(data), dtype, device)
+
+
+@dataclass(frozen=True)
+class PotentialFiles:
+    """The potential a task loads (the files travel to the worker, not the live model): one file,
+    or several averaged as a committee. ``device`` auto: the worker's GPU if it has one."""
+
+    models: tuple[bytes, ...]
+    dtype: str = "float64"
+    device: str = "auto"
+
+    def load(self):
+        from tasks.active.explore import CommitteeFiles
+
+        if len(self.models) > 1:
+            return CommitteeFiles(self.models, self.dtype, self.device).load()
+        return load_potential(self.models[0], self.dtype, self.device)
+
+    def identity(self) -> str:
+        """What keys of work done with this potential depend on: its files' bytes."""
+        return hashlib.sha256(b"".join(hashlib.sha256(m).digest() for m in self.models)).hexdigest()
 
 
 def atomic_energy_factory(potential):

@@ -135,7 +135,7 @@ def test_an_irradiation_spec_with_bad_values_names_them(tmp_path):
 def test_the_potential_of_an_active_learning_store_is_found_by_iteration_and_member(tmp_path):
     """An AL store's model files, as the active-learning recipe writes them, and its al_models rows."""
     from campaign.recipes.active_learning import AL_MODELS
-    from campaign.recipes.irradiation import PotentialSource, potential_files
+    from campaign.recipes.potential_source import PotentialSource, potential_files
 
     store = CampaignStore.open_for_writing(tmp_path / "al", "al", [AL_MODELS])
     rows = {c.name: [] for c in AL_MODELS.columns}

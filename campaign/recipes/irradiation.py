@@ -24,15 +24,16 @@ from campaign.errors import SpecError
 from campaign.keys import derive_seed, task_key
 from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.irradiation_report import write_figures
+from campaign.recipes.potential_source import PotentialSource, potential_files
 from campaign.recipes.irradiation_tables import (IRR_END, IRR_IMPACTS, IRR_SPUTTERED, IRR_YIELDS, impact_rows,
                                                  point_counts, yield_rows)
 from campaign.spec import CampaignSpec, RecipeSpec
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
-from storage.errors import StoreError
-from tasks.irradiation.impact import ImpactJob, ImpactSettings, PotentialFiles, impact_batch
+from tasks.irradiation.impact import ImpactJob, ImpactSettings, impact_batch
 from tasks.irradiation.statistics import enough_impacts, impacts_to_add
 from tasks.irradiation.target import Target, aim_fractions, file_target, monolayer_target
+from tasks.potential import PotentialFiles
 from tasks.settings import StrictModel
 from tasks.structures import Structure
 
@@ -41,28 +42,6 @@ VERSION = 1
 
 
 # -- the spec -------------------------------------------------------------------------------------
-class PotentialSource(StrictModel):
-    """The potential of the cascades: a committee iteration of an active-learning store, or files."""
-
-    relative_files: ClassVar[tuple[str, ...]] = ("files",)
-
-    store: Path | None = Field(None, description="an active-learning store (relative to the working directory, "
-                               "as the spec's own store)")
-    iteration: int | Literal["last"] = "last"
-    member: int | Literal["committee"] = Field(0, description="one member (as the study runs one model), or "
-                                              "the committee mean (members × the cost)")
-    files: list[Path] | None = Field(None, min_length=1, description="potential files (relative to the spec); "
-                                     "several are averaged as a committee")
-    dtype: Literal["float64", "float32"] = "float64"
-    device: str = Field("auto", description="auto: the worker's GPU if it has one")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "PotentialSource":
-        if (self.store is None) == (self.files is None):
-            raise ValueError("give the potential as either store (an active-learning store) or files")
-        return self
-
-
 class MonolayerTarget(StrictModel):
     """An n×n 2H monolayer, periodic in-plane."""
 
@@ -159,56 +138,16 @@ def has_short_range_repulsion(potential) -> bool:
     return isinstance(potential, Blended)
 
 
-def _store_models(source: PotentialSource) -> tuple[list[bytes], str]:
-    from campaign.recipes.active_learning import AL_MODELS
-
-    try:
-        store = CampaignStore.open(source.store)
-    except StoreError as error:
-        raise SpecError(f"recipe.potential.store: {error}") from None
-    with store:
-        if AL_MODELS.name not in store.tables or not store.length(AL_MODELS):
-            raise SpecError(f"recipe.potential.store: {source.store} holds no trained committee "
-                            "(is it an active-learning store that finished an iteration?)")
-        models = store.read(AL_MODELS, ["iteration", "member", "path"])
-    iterations = sorted(set(int(i) for i in models["iteration"]))
-    iteration = iterations[-1] if source.iteration == "last" else source.iteration
-    if iteration not in iterations:
-        raise SpecError(f"recipe.potential.iteration: {source.store} has iterations {iterations}, not {iteration}")
-    rows = {int(m): str(p) for i, m, p in zip(models["iteration"], models["member"], models["path"]) if i == iteration}
-    members = sorted(rows) if source.member == "committee" else [source.member]
-    missing = [m for m in members if m not in rows]
-    if missing:
-        raise SpecError(f"recipe.potential.member: iteration {iteration} of {source.store} has members "
-                        f"{sorted(rows)}, not {missing}")
-    paths = [Path(source.store) / rows[m] for m in members]
-    return [p.read_bytes() for p in paths], f"{source.store} iteration {iteration} member(s) {members}"
-
-
-def potential_files(source: PotentialSource) -> PotentialFiles:
-    """The potential's files, checked: they load, and they repel at short range."""
-    from tasks.potential import load_potential
-
-    if source.store is not None:
-        models, where = _store_models(source)
-    else:
-        models, where = [Path(f).read_bytes() for f in source.files], ", ".join(str(f) for f in source.files)
-    files = PotentialFiles(tuple(models), source.dtype, source.device)
-    for data in models:
-        try:
-            model = load_potential(data)
-        except ValueError as error:
-            raise SpecError(f"recipe.potential: {where}: {error}") from None
-        if not has_short_range_repulsion(model):
-            raise SpecError(
-                f"recipe.potential: {where} has no short-range repulsion. A cascade brings atoms well below "
-                "1 Å, where a network alone is untrained and may even attract: train the committee with "
-                "committee.repulsion (kind zbl or dimer_table: DP-Tab) in its active-learning spec")
-    return files
+def require_repulsion(model, where: str) -> None:
+    if not has_short_range_repulsion(model):
+        raise SpecError(
+            f"recipe.potential: {where} has no short-range repulsion. A cascade brings atoms well below "
+            "1 Å, where a network alone is untrained and may even attract: train the committee with "
+            "committee.repulsion (kind zbl or dimer_table: DP-Tab) in its active-learning spec")
 
 
 def potential_id(files: PotentialFiles) -> str:
-    return hashlib.sha256(b"".join(hashlib.sha256(m).digest() for m in files.models)).hexdigest()
+    return files.identity()
 
 
 # -- items and stages -----------------------------------------------------------------------------
@@ -256,7 +195,7 @@ def impact_stage(name: str, recipe: IrradiationSpec, target: Target, files: Pote
 def first_stage(spec: CampaignSpec, gpu: bool = False) -> Stage:
     recipe: IrradiationSpec = spec.recipe
     target = recipe.target.build()
-    files = potential_files(recipe.potential)
+    files = potential_files(recipe.potential, require_repulsion)
     pid = potential_id(files)
     items = [item for ion, energy in recipe.points()
              for item in impact_items(recipe, target, pid, ion, energy, 0, recipe.impacts)]

@@ -28,6 +28,7 @@ from tasks.irradiation.target import Target, direction, ion_speed, with_ion
 from tasks.md.integrators import adaptive_timestep_fs
 from tasks.md.state import KB_EV_PER_K, initial_state
 from tasks.outcome import Outcome, worker_name
+from tasks.potential import PotentialFiles
 from tasks.settings import StrictModel
 
 
@@ -287,23 +288,6 @@ def run_impacts(model, target: Target, jobs: Sequence[ImpactJob], settings: Impa
 
 
 # -- one task: a batch of impacts ----------------------------------------------------------------
-@dataclass(frozen=True)
-class PotentialFiles:
-    """The potential a task loads: one file, or several averaged as a committee."""
-
-    models: tuple[bytes, ...]
-    dtype: str = "float64"
-    device: str = "auto"
-
-    def load(self):
-        from tasks.active.explore import CommitteeFiles
-        from tasks.potential import load_potential
-
-        if len(self.models) > 1:
-            return CommitteeFiles(self.models, self.dtype, self.device).load()
-        return load_potential(self.models[0], self.dtype, self.device)
-
-
 def impact_batch(keys: list[str], jobs: list[ImpactJob], target: Target, potential: PotentialFiles,
                  settings: ImpactSettings) -> list[Outcome]:
     """All ``jobs`` as one batched state; an impact that goes wrong numerically is returned with

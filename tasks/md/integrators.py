@@ -10,7 +10,6 @@ from dataclasses import replace
 import torch
 
 from tasks.md.state import FS, KB_EV_PER_K, MDState, with_positions
-from tasks.nnp.batch import per_system_max
 
 
 def _per_atom(state: MDState, value) -> torch.Tensor:

@@ -40,6 +40,10 @@ class EnumeratedCells:
     def __len__(self) -> int:
         return len(self.ncells)
 
+    def sites(self, k: int) -> np.ndarray:
+        """Cell k's occupation without the padding."""
+        return self.occupation[k, :int(self.ncells[k]) * len(self.active_sites)]
+
     @property
     def nbytes(self) -> int:
         return int(self.ncells.nbytes + self.hnf.nbytes + self.occupation.nbytes)

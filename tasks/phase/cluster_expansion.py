@@ -4,7 +4,7 @@ chooses cell sizes, checks inputs and returns plain results.
 
 Structures carry vacancies as 'X' atoms, so every structure has the parent lattice's sites and
 energies are per lattice site (Cr, vacancy and S sites all count), as icet's cluster vectors are.
-Remove the 'X' atoms before a DFT calculation (``without_vacancies``).
+Remove the 'X' atoms before a DFT calculation (tasks.phase.cells.without_vacancies).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from sklearn.exceptions import UndefinedMetricWarning
 from trainstation import CrossValidationEstimator
 
 from tasks.generate import nias_bulk
+from tasks.phase.cells import VACANCY
 
-VACANCY = "X"
 Seed = int | np.random.Generator
 
 
@@ -73,13 +73,6 @@ def cluster_vectors(cluster_space: ClusterSpace, structures: Sequence[Atoms]) ->
     return np.array([cluster_space.get_cluster_vector(s) for s in structures], dtype=np.float64).reshape(
         len(structures), len(cluster_space))
 
-
-def without_vacancies(structure: Atoms) -> Atoms:
-    """The cell a DFT code sees: the 'X' atoms dropped."""
-    return structure[[sym != VACANCY for sym in structure.get_chemical_symbols()]]
-
-
-# ------------------------------------------------------------------- SQS cells
 
 def sqs_cell_size(cluster_space: ClusterSpace, vacancy_fraction: float, max_size: int, tol: float = 1e-6) -> int:
     """Smallest number of primitive cells (≤ max_size) whose active sites hold the composition
@@ -147,11 +140,12 @@ def _filled_primitive(cluster_space: ClusterSpace, letter: str, species: str) ->
 
 
 def int_seed(seed: Seed) -> int:
-    """icet and trainstation take integer seeds: an int passes through, a Generator gives one draw."""
+    """icet and trainstation take integer seeds below 2³² (scikit-learn's RandomState): an int is
+    taken modulo 2³² (campaign seeds are 63-bit), a Generator gives one draw."""
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(2**31 - 1))
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return int(seed)
+        return int(seed) % 2**32
     raise TypeError(f"seed must be an int or a numpy Generator, got {type(seed).__name__}")
 
 

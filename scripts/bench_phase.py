@@ -1,0 +1,146 @@
+"""The phase-diagram recipe's two costly steps, measured side by side in one run.
+
+Figures:
+  enumeration_cells            cells enumerated (NiAs Cr/X, up to --max-cells primitive cells, x = 1/4 and 3/8)
+  enumeration_1_worker_s       their enumeration on a LocalCluster of 1 worker (1 thread), the recipe's groups
+  enumeration_2_workers_s      the same groups on 2 workers (1 thread each)
+  enumeration_efficiency       1-worker time / (2 × 2-worker time) (goal >= 0.8)
+  ranking_cells, max_atoms     enumerated cells of 9, 10 and 12 primitive cells (36–48 sites) ranked
+  batched_cells_per_s          their energies by the recipe's ranking task (batches of <= 4,096 atoms)
+  ase_cells_per_s              the same model through its ASE calculator (NNPCalculator), one cell at a time
+  batched_vs_ase               their ratio, both on one thread (goal >= 10)
+  cores
+
+The model is a Behler–Parrinello network (Cr/S, hidden (32, 32), radial cutoff 5.5 Å, angular 4.0 Å,
+float32; speed does not depend on the weights, so it is untrained). Every time is the best of
+--rounds runs (on a shared machine other load only adds time); the two sides of each ratio take
+turns within each round. The last line printed is one JSON object with all of these.
+Usage: python scripts/bench_phase.py [--max-cells 8] [--ranking-cells 400] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from distributed import Client, LocalCluster
+
+from campaign.recipes.phase_diagram import EnumerationGroup, _enumerate_group
+from tasks.nnp.calculator import NNPCalculator
+from tasks.nnp.descriptors import DescriptorSettings
+from tasks.nnp.model import BehlerParrinello, ModelSettings
+from tasks.phase.cells import without_vacancies
+from tasks.phase.enumeration import enumerate_batch, enumeration_tasks, snf_labelings
+from tasks.phase.lattice import Lattice
+from tasks.phase.ranking import CellChunk, rank_chunk
+
+FRACTIONS = ("1/4", "3/8")
+
+
+def groups(lattice: Lattice, max_cells: int) -> list[EnumerationGroup]:
+    """One group per (size, Smith form, fraction), as the recipe plans them (hnfs_per_task 16)."""
+    by_snf: dict = {}
+    for task in enumeration_tasks(lattice.primitive(), range(1, max_cells + 1)):
+        by_snf.setdefault((task.ncells, task.snf), []).append(task)
+    out = []
+    for (ncells, _), members in by_snf.items():
+        for fraction in FRACTIONS:
+            if (2 * ncells * int(fraction.split("/")[0])) % int(fraction.split("/")[1]):
+                continue
+            for lo in range(0, len(members), 16):
+                out.append(EnumerationGroup(len(out), fraction, tuple(members[lo:lo + 16])))
+    return out
+
+
+def enumerate_on(client: Client, lattice: Lattice, work: list[EnumerationGroup]) -> tuple[float, int]:
+    start = time.perf_counter()
+    # largest groups first, as a scheduler would like them; every group is one task
+    futures = client.map(_enumerate_group, sorted(work, key=lambda g: -g.tasks[0].ncells), lattice=lattice,
+                         pure=False)
+    cells = sum(len(f.result()) for f in futures)
+    return time.perf_counter() - start, cells
+
+
+def cluster(workers: int) -> tuple[LocalCluster, Client]:
+    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                     env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return c, Client(c)
+
+
+def ranking_cells(lattice: Lattice, n: int) -> list:
+    """Cells of 9, 10 and 12 primitive cells (36 to 48 sites): those of one supercell each, as
+    enumerating these sizes whole takes minutes."""
+    primitive, symbols = lattice.primitive(), lattice.chemical_symbols()
+    picked = []
+    for ncells, fraction in ((12, "1/4"), (10, "1/4"), (9, "1/3")):
+        task = enumeration_tasks(primitive, [ncells])[0]
+        labelings = snf_labelings(primitive, symbols, task.snf, species_fractions={"X": [fraction]})
+        found = enumerate_batch([task], primitive, symbols, {task.snf: labelings})
+        picked += [(found.hnf[k], int(found.ncells[k]), found.sites(k)) for k in range(min(len(found), n // 3))]
+    return picked
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-cells", type=int, default=8)
+    parser.add_argument("--ranking-cells", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lattice = Lattice()
+
+    work = groups(lattice, args.max_cells)
+    one, two = cluster(1), cluster(2)
+    t1 = t2 = float("inf")
+    cells = 0
+    try:
+        for _ in range(args.rounds):
+            dt, cells = enumerate_on(one[1], lattice, work)
+            t1 = min(t1, dt)
+            dt, cells2 = enumerate_on(two[1], lattice, work)
+            t2 = min(t2, dt)
+            assert cells2 == cells
+    finally:
+        for c, client in (one, two):
+            client.close()
+            c.close()
+
+    model = BehlerParrinello(ModelSettings(DescriptorSettings(elements=("S", "Cr"), radial_cutoff_A=5.5,
+                                                              angular_cutoff_A=4.0), hidden=(32, 32)),
+                             seed=0).to(dtype=torch.float32)
+    picked = ranking_cells(lattice, args.ranking_cells)
+    chunk = CellChunk(np.arange(len(picked)), np.full(len(picked), np.nan), np.array([p[1] for p in picked]),
+                      np.array([p[0] for p in picked]), [p[2] for p in picked])
+    structures = [without_vacancies(lattice.cell_atoms(*p)) for p in picked]
+    calculator = NNPCalculator(model)
+    batched = ase = float("inf")
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        ranked = rank_chunk(chunk, lattice, model, None, 4096)
+        batched = min(batched, time.perf_counter() - start)
+        start = time.perf_counter()
+        reference = []
+        for atoms in structures:
+            atoms = atoms.copy()
+            atoms.calc = calculator
+            reference.append(atoms.get_potential_energy() / len(atoms))
+        ase = min(ase, time.perf_counter() - start)
+        assert np.allclose(ranked.energy_eV_per_atom, reference, atol=1e-4)
+
+    result = {
+        "enumeration_cells": cells, "enumeration_1_worker_s": round(t1, 2), "enumeration_2_workers_s": round(t2, 2),
+        "enumeration_efficiency": round(t1 / (2 * t2), 3),
+        "ranking_cells": len(picked), "max_atoms": max(len(s) for s in structures),
+        "batched_cells_per_s": round(len(picked) / batched, 1), "ase_cells_per_s": round(len(picked) / ase, 1),
+        "batched_vs_ase": round(ase / batched, 2), "cores": os.cpu_count()}
+    print(f"enumeration: {cells} cells, 1 worker {t1:.1f} s, 2 workers {t2:.1f} s")
+    print(f"ranking: {len(picked)} cells, batched {result['batched_cells_per_s']}/s, ASE {result['ase_cells_per_s']}/s")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
