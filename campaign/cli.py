@@ -217,7 +217,7 @@ def _run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import distributed  # noqa: F401 - it sets its loggers up on import; quiet them after that
 
-    _set_levels(("distributed", "dask_jobqueue", "bokeh", "tornado"), logging.ERROR)
+    _set_levels(("distributed", "dask_jobqueue", "bokeh", "tornado", "trainstation"), logging.ERROR)
     try:
         return {"launch": _launch, "status": _status, "report": _report, "export": _export}[args.command](args)
     except SpecError as exc:

@@ -105,7 +105,7 @@ class RankingSpec(StrictModel):
     """Stage 3: energies of every cell, relaxations of the best, checks with the labeler."""
 
     cells_per_task: int = Field(2000, ge=1)
-    max_atoms_per_pass: int = Field(4096, ge=1, description="atoms in one forward pass of the potential")
+    max_atoms_per_pass: int = Field(16384, ge=1, description="atoms in one forward pass of the potential")
     top_k: int = Field(300, ge=1, description="per composition, relaxed with the potential")
     check_per_composition: int = Field(40, ge=0, description="per composition, of the top_k, relaxed with "
                                        "the labeler (spread across the ranking)")

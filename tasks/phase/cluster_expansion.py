@@ -206,10 +206,14 @@ def fit_cluster_expansion(cluster_space: ClusterSpace, structures: Sequence[Atom
     cve = CrossValidationEstimator((A, y), fit_method=method.value, validation_method="k-fold",
                                    n_splits=splits, seed=seed_int, standardize=standardize)
     with warnings.catch_warnings():
-        # each leave-one-out split scores R² on one structure, which sklearn warns is undefined
+        # each leave-one-out split scores R² on one structure, which sklearn warns is undefined; an
+        # exact fit's information criteria take log(0), and few structures make ill-conditioned
+        # problems: the CV score returned says how good the fit is, these warnings say nothing more
         warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="trainstation")
+        warnings.filterwarnings("ignore", message="Warning: Condition number is large")
         cve.validate()
-    cve.train()
+        cve.train()
     held_out = cve.scatter_data_validation
     cv_rmse = float(np.sqrt(np.mean((held_out.predicted - held_out.target) ** 2)))
     parameters = np.asarray(cve.parameters, dtype=np.float64)

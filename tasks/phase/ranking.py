@@ -58,7 +58,7 @@ class RankedChunk:
     ce_eV_per_atom: np.ndarray  # (n,) the cluster expansion's; NaN without one
 
 
-def potential_energies(model, structures: Sequence[Atoms], max_atoms: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def potential_energies(model, structures: Sequence[Atoms], max_atoms: int = 16384) -> tuple[np.ndarray, np.ndarray]:
     """Energies (eV) and committee spreads per atom (NaN for one model), in batches of at most
     ``max_atoms`` atoms (a single larger cell goes alone). A batch that fails (an ASE calculator's
     SCF that does not converge) is redone cell by cell, and the cells that fail alone are NaN."""
@@ -110,7 +110,7 @@ def rank_chunk(chunk: CellChunk, lattice: Lattice, model, ce: ClusterExpansionMo
 
 
 def rank_batch(keys: list[str], chunks: list[CellChunk], lattice: Lattice, potential: PotentialFiles,
-               ce: ClusterExpansionModel | None, max_atoms: int = 4096) -> list[Outcome]:
+               ce: ClusterExpansionModel | None, max_atoms: int = 16384) -> list[Outcome]:
     """The chunks' energies, the potential loaded once; a failure fails its chunk alone."""
     where = worker_name()
     model = potential.load()
