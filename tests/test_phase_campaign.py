@@ -49,7 +49,7 @@ def phase_spec(directory: Path, potential: Path, **changes) -> Path:
                     "relax": {"fmax_eV_per_A": 0.2, "max_steps": 12}, "relax_per_task": 2},
     }
     for section, values in changes.items():
-        recipe[section] = {**recipe[section], **values} if isinstance(values, dict) else values
+        recipe[section] = {**recipe.get(section, {}), **values} if isinstance(values, dict) else values
     spec = {"name": "phase", "store": str(directory / "store"),
             "scheduler": {"local": {"workers": 2, "dashboard_address": "127.0.0.1:0"}}, "recipe": recipe}
     path = directory / "phase.yaml"
@@ -75,9 +75,35 @@ def _done(store_dir: Path, stage: str) -> int:
     return sum(1 for s, st in zip(ledger["stage"], ledger["status"]) if s == stage and st == "done")
 
 
+def cr3s4_file(directory: Path) -> Path:
+    """A Cr3S4 cell (x = 1/4): a NiAs 2×1×1 cell with one Cr taken out, as another recipe's minimum."""
+    from ase.io import write
+
+    from tasks.generate import nias_bulk
+
+    atoms = nias_bulk("CrS", 3.45, 5.75, (2, 1, 1))
+    del atoms[[i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "Cr"][0]]
+    path = directory / "cr3s4.extxyz"
+    write(path, atoms)
+    return path
+
+
+def test_a_hull_structure_outside_the_references_is_refused_before_the_store_exists(tmp_path, tblite_potential):
+    from ase.io import write
+
+    from tasks.generate import nias_bulk
+
+    write(tmp_path / "cr2s.extxyz", nias_bulk("CrS", 3.45, 5.75, (1, 1, 1))[[0, 1, 2]])  # Cr2S: x = −1
+    spec = phase_spec(tmp_path, tblite_potential, hull={"structures": [{"file": "cr2s.extxyz"}]})
+    done = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "recipe.hull.structures" in done.stderr and "outside the references' span" in done.stderr
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.slow
 def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential):
-    spec = phase_spec(tmp_path, tblite_potential)
+    spec = phase_spec(tmp_path, tblite_potential, hull={"structures": [{"file": str(cr3s4_file(tmp_path))}]})
     store_dir = tmp_path / "store"
     for stage in ("phase-enumerate", "phase-rank"):  # kill the driver inside each, then go on
         proc = subprocess.Popen([*CLI, "launch", str(spec), "--no-progress"], stdout=subprocess.DEVNULL,
@@ -149,6 +175,9 @@ def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential)
 
         hull = store.read(PHASE_HULL)
         assert (hull["e_above_hull_eV_per_atom"] >= -1e-12).all() and hull["on_hull"].any()
+        extra = [(str(f), x) for f, x, s in zip(hull["formula"], hull["vacancy_fraction"], hull["source"])
+                 if s == "phase-hull-extra"]
+        assert extra == [("Cr3S4", 0.25)], "the spec's own structure joins the hull"
         x_on = sorted(set(np.round(hull["vacancy_fraction"][hull["on_hull"]], 6).tolist()))
         assert x_on[0] == 0.0 and x_on[-1] == 0.5, "both references' compositions lie on the hull"
 

@@ -22,7 +22,7 @@ from icet.tools import enumerate_structures
 from icet.tools.structure_enumeration_support.labeling_generation import LabelingGenerator
 
 from tasks.generate import nias_bulk
-from tasks.phase.cells import PAD, EnumeratedCells, cell_atoms, without_vacancies
+from tasks.phase.cells import PAD, CellBuilder, EnumeratedCells, cell_atoms, without_vacancies
 from tasks.phase.enumeration import (EnumerationTask, enumerate_batch, enumerate_cells, enumerate_task,
                                      enumeration_tasks, labeling_count, snf_labelings)
 
@@ -258,6 +258,17 @@ def test_cell_atoms_round_trip_and_vacancies_dropped():
         np.testing.assert_array_equal(bare.cell.array, atoms.cell.array)
     unreduced = cell_atoms(CRS, CR_X, cells.hnf[-1], cells.ncells[-1], cells.occupation[-1], niggli_reduce=False)
     np.testing.assert_allclose(unreduced.cell.array, cells.hnf[-1].reshape(3, 3).T.astype(float) @ CRS.cell.array)
+
+
+@pytest.mark.parametrize("primitive, symbols, sizes", [(CRS, CR_X, range(1, 5)), (FCC, AU_AG, range(1, 7))],
+                         ids=["NiAs-Cr/X", "fcc-binary"])
+def test_the_cell_builder_gives_icets_structures(primitive, symbols, sizes):
+    """The builder places atoms once per supercell and only sets species per cell: every cell must
+    still be icet's structure, atom for atom."""
+    cells = enumerate_cells(primitive, sizes, symbols)
+    build = CellBuilder(primitive, symbols)
+    _assert_same_structures([build(cells.hnf[k], cells.ncells[k], cells.sites(k)) for k in range(len(cells))],
+                            list(enumerate_structures(primitive, sizes, symbols)))
 
 
 def test_storage_is_a_few_bytes_per_cell():

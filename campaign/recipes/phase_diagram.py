@@ -36,7 +36,7 @@ from campaign.recipes.phase_tables import (PHASE_AGREEMENT, PHASE_CE_ROUNDS, PHA
                                            PHASE_COMPUTED, PHASE_HULL, PHASE_IDEAL, PHASE_RANKED, TABLES, cell_rows,
                                            computed_rows, ranked_rows)
 from campaign.recipes.potential_source import PotentialSource, potential_files
-from campaign.spec import CampaignSpec, RecipeSpec
+from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from tasks.phase.lattice import Lattice, PhaseCell
@@ -116,6 +116,8 @@ class RankingSpec(StrictModel):
 class HullSpec(StrictModel):
     references: tuple[str, str] = Field(("CrS", "CrS2"), description="formulas whose lowest labeler energies "
                                         "are the zero of the formation energy")
+    structures: list[StructureSource] = Field(default_factory=list, description="more candidates for the hull "
+                                              "(e.g. annealing minima of another recipe): relaxed by the labeler")
 
 
 class PhaseDiagramSpec(RecipeSpec):
@@ -534,6 +536,27 @@ def hull_rows(recipe: PhaseDiagramSpec, store: CampaignStore, launch: int) -> di
         "e_above_hull_eV_per_atom": hull.e_above_hull_eV_per_atom, "on_hull": hull.on_hull}}
 
 
+def extra_cells(recipe: PhaseDiagramSpec) -> list[PhaseCell]:
+    """The spec's own hull candidates (their x from their counts), to be relaxed by the labeler."""
+    from campaign.recipes.structures import load_structures
+
+    lattice = recipe.lattice.build()
+    cells = []
+    for structure in load_structures(list(recipe.hull.structures)):
+        atoms = structure.to_atoms()
+        symbols = atoms.get_chemical_symbols()
+        if set(symbols) - {lattice.metal, lattice.anion} or lattice.anion not in symbols:
+            raise SpecError(f"recipe.hull.structures: {structure.tag or atoms.get_chemical_formula()} is not a "
+                            f"{lattice.metal}–{lattice.anion} structure")
+        x = 1 - symbols.count(lattice.metal) / symbols.count(lattice.anion)
+        span = sorted(reference_fraction(f, lattice) for f in recipe.hull.references)
+        if not span[0] - 1e-9 <= x <= span[1] + 1e-9:
+            raise SpecError(f"recipe.hull.structures: {atoms.get_chemical_formula()} (x = {x:.4f}) lies outside the "
+                            f"references' span x = {span[0]:g} … {span[1]:g}")
+        cells.append(PhaseCell(structure.tag or "extra", atoms, x))
+    return cells
+
+
 # -- the run ----------------------------------------------------------------------------------------
 def run_phase_diagram(context: RunContext, stages: Sequence[Stage]) -> list:
     spec, recipe = context.spec, context.spec.recipe
@@ -547,6 +570,8 @@ def run_phase_diagram(context: RunContext, stages: Sequence[Stage]) -> list:
     tops = top_cells(spec, context.store)
     reports.append(context.run(potential_relax_stage(spec, files, tops)).report)
     reports.append(context.run(labeler_stage("phase-check", spec, checks(recipe, context.store, tops))).report)
+    if recipe.hull.structures:
+        reports.append(context.run(labeler_stage("phase-hull-extra", spec, extra_cells(recipe))).report)
     context.store.append(agreement_rows(recipe, context.store, context.launch))
     context.store.append(hull_rows(recipe, context.store, context.launch))
     return reports
@@ -567,6 +592,7 @@ class PhaseDiagramRecipe(Recipe):
                 raise SpecError(f"recipe.hull.references: {formula} (x = {x:g}) is not among sampling.sqs_fractions "
                                 f"{recipe.sampling.sqs_fractions}: the labeler would never compute it")
         potential_files(recipe.potential)  # readable and loadable, before the store is touched
+        extra_cells(recipe)  # likewise the hull's own structures
         return [sqs_stage(spec)]
 
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
+from ase.data import chemical_symbols as chemical_symbols_table
 from icet.tools.geometry import call_spglib
 from icet.tools.structure_enumeration import _labeling_to_ase_atoms
 from icet.tools.structure_enumeration_support.normal_form_matrices import HermiteNormalForm
@@ -78,6 +80,15 @@ def cell_atoms(primitive: Atoms, chemical_symbols: Sequence, hnf: Sequence[int],
     ncells = int(ncells)
     H = hnf_matrix(hnf, ncells)
     labeling = _full_labeling(np.asarray(occupation), iter_species, ncells)
+    # Placing atoms needs no symmetry operations, so the HNF is built without any.
+    return _labeling_to_ase_atoms(labeling, HermiteNormalForm(H, [], [], []), primitive.cell,
+                                  _supercell(primitive, H, niggli_reduce), primitive.get_scaled_positions(),
+                                  list(elements), primitive.pbc)
+
+
+def _supercell(primitive: Atoms, H: np.ndarray, niggli_reduce: bool | None) -> np.ndarray:
+    """The supercell's vectors as icet makes them: Niggli-reduced by default when periodic in all
+    directions."""
     if niggli_reduce is None:
         niggli_reduce = bool(sum(primitive.pbc) == 3)
     new_cell = np.dot(H.T, primitive.cell)
@@ -86,9 +97,41 @@ def cell_atoms(primitive: Atoms, chemical_symbols: Sequence, hnf: Sequence[int],
             new_cell = call_spglib(spglib_niggli_reduce, new_cell)
         except ValueError:
             pass
-    # Placing atoms needs no symmetry operations, so the HNF is built without any.
-    return _labeling_to_ase_atoms(labeling, HermiteNormalForm(H, [], [], []), primitive.cell, new_cell,
-                                  primitive.get_scaled_positions(), list(elements), primitive.pbc)
+    return new_cell
+
+
+class CellBuilder:
+    """``cell_atoms`` for many cells of one lattice. Where icet puts a cell's atoms, in which order,
+    and its reduced cell depend on the supercell alone, not on the species; so icet's placement
+    runs once per supercell (with every site labelled apart, to learn which labeling entry each
+    atom takes) and each cell then only sets its atoms' numbers. The result is ``cell_atoms``'s."""
+
+    def __init__(self, primitive: Atoms, chemical_symbols: Sequence, niggli_reduce: bool | None = None):
+        self.primitive, self.chemical_symbols, self.niggli_reduce = primitive, chemical_symbols, niggli_reduce
+        elements, self.iter_species = site_species(primitive, chemical_symbols)
+        self.numbers = np.array([atomic_numbers[e] for e in elements])
+        self._templates: dict[tuple, tuple[Atoms, np.ndarray]] = {}
+
+    def __call__(self, hnf: Sequence[int], ncells: int, occupation: Sequence[int]) -> Atoms:
+        ncells = int(ncells)
+        key = (ncells, tuple(int(h) for h in np.asarray(hnf).ravel()))
+        if key not in self._templates:
+            self._templates[key] = self._template(*key)
+        template, order = self._templates[key]
+        labeling = np.asarray(_full_labeling(np.asarray(occupation), self.iter_species, ncells))
+        atoms = template.copy()
+        atoms.numbers = self.numbers[labeling[order]]
+        return atoms
+
+    def _template(self, ncells: int, hnf: tuple) -> tuple[Atoms, np.ndarray]:
+        n = ncells * len(self.primitive)
+        # element k + 1 stands for labeling entry k: the placed atoms' numbers give the order
+        stand_ins = [chemical_symbols_table[k + 1] for k in range(n)]
+        H = hnf_matrix(hnf, ncells)
+        placed = _labeling_to_ase_atoms(tuple(range(n)), HermiteNormalForm(H, [], [], []), self.primitive.cell,
+                                        _supercell(self.primitive, H, self.niggli_reduce),
+                                        self.primitive.get_scaled_positions(), stand_ins, self.primitive.pbc)
+        return placed, placed.numbers - 1
 
 
 def without_vacancies(atoms: Atoms, vacancy: str = VACANCY) -> Atoms:

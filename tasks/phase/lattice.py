@@ -31,10 +31,8 @@ class Lattice:
         return [[self.metal, VACANCY] if s == self.metal else [s] for s in _primitive(self).get_chemical_symbols()]
 
     def cell_atoms(self, hnf: np.ndarray, ncells: int, occupation: np.ndarray) -> Atoms:
-        """An enumerated cell from its compact form (tasks.phase.enumeration)."""
-        from tasks.phase.cells import cell_atoms
-
-        return cell_atoms(_primitive(self), self.chemical_symbols(), hnf, ncells, occupation)
+        """An enumerated cell from its compact form (tasks.phase.cells), as icet builds it."""
+        return _builder(self)(hnf, ncells, occupation)
 
     def cluster_space(self, cutoffs_A: Sequence[float]):
         return _cluster_space(self, tuple(float(c) for c in cutoffs_A))
@@ -73,6 +71,13 @@ def _primitive(lattice: Lattice) -> Atoms:
     from tasks.phase.cluster_expansion import nias_primitive
 
     return nias_primitive(lattice.a_A, lattice.c_A, f"{lattice.metal}{lattice.anion}")
+
+
+@functools.lru_cache(maxsize=8)
+def _builder(lattice: Lattice):
+    from tasks.phase.cells import CellBuilder
+
+    return CellBuilder(_primitive(lattice), lattice.chemical_symbols())
 
 
 @functools.lru_cache(maxsize=8)
