@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from ase.io import read
 from icet.tools import enumerate_structures
 
 from campaign.recipes.phase_tables import PHASE_AGREEMENT, PHASE_CE_ROUNDS, PHASE_CELLS, PHASE_HULL, PHASE_RANKED
@@ -187,6 +188,14 @@ def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential)
                             text=True, timeout=300)
     assert report.returncode == 0, report.stderr
     assert {p.name for p in (tmp_path / "report").iterdir()} >= {"hull.png", "parity.png", "ce_rounds.png"}
+    for name in ("hull.cif", "hull.extxyz"):
+        export = subprocess.run([*CLI, "export", str(store_dir), "--hull", str(tmp_path / name)], capture_output=True,
+                                text=True, timeout=120)
+        assert export.returncode == 0, export.stderr
+        written = read(tmp_path / name, index=":")
+        assert len(written) == int(hull["on_hull"].sum())
+        on_hull = sorted(str(f) for f in hull["formula"][hull["on_hull"]])
+        assert sorted(a.get_chemical_formula() for a in written) == on_hull
 
 
 def _canonical(atoms) -> tuple:
