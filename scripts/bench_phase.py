@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -36,32 +37,19 @@ from distributed import Client, LocalCluster
 REPO = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, REPO)
 
-from campaign.recipes.phase_diagram import EnumerationGroup, _enumerate_group  # noqa: E402
+from campaign.recipes.phase_diagram import _enumerate_group  # noqa: E402
 from tasks.nnp.calculator import NNPCalculator  # noqa: E402
 from tasks.nnp.descriptors import DescriptorSettings  # noqa: E402
 from tasks.nnp.model import BehlerParrinello, ModelSettings  # noqa: E402
 from tasks.phase.cells import without_vacancies  # noqa: E402
-from tasks.phase.enumeration import enumerate_batch, enumeration_tasks, snf_labelings  # noqa: E402
+from tasks.phase.enumeration import (EnumerationGroup, enumerate_batch, enumeration_groups,  # noqa: E402
+                                     enumeration_tasks, snf_labelings)
 from tasks.phase.lattice import Lattice  # noqa: E402
 from tasks.phase.ranking import CellChunk, potential_energies, rank_chunk  # noqa: E402
 
 FRACTIONS = ("1/4", "3/8")
+HNFS_PER_TASK = 16  # the recipe's default (enumeration.hnfs_per_task)
 MAX_ATOMS = 16384
-
-
-def groups(lattice: Lattice, max_cells: int) -> list[EnumerationGroup]:
-    """One group per (size, Smith form, fraction), as the recipe plans them (hnfs_per_task 16)."""
-    by_snf: dict = {}
-    for task in enumeration_tasks(lattice.primitive(), range(1, max_cells + 1)):
-        by_snf.setdefault((task.ncells, task.snf), []).append(task)
-    out = []
-    for (ncells, _), members in by_snf.items():
-        for fraction in FRACTIONS:
-            if (2 * ncells * int(fraction.split("/")[0])) % int(fraction.split("/")[1]):
-                continue
-            for lo in range(0, len(members), 16):
-                out.append(EnumerationGroup(len(out), fraction, tuple(members[lo:lo + 16])))
-    return out
 
 
 def enumerate_on(client: Client, lattice: Lattice, work: list[EnumerationGroup]) -> tuple[float, int]:
@@ -88,7 +76,8 @@ def ranking_cells(lattice: Lattice, n: int) -> list:
         task = enumeration_tasks(primitive, [ncells])[0]
         labelings = snf_labelings(primitive, symbols, task.snf, species_fractions={"X": [fraction]})
         found = enumerate_batch([task], primitive, symbols, {task.snf: labelings})
-        picked += [(found.hnf[k], int(found.ncells[k]), found.sites(k)) for k in range(min(len(found), n // 3))]
+        picked += [(found.hnf[k], int(found.ncells[k]), found.sites(k), float(Fraction(fraction)))
+                   for k in range(min(len(found), n // 3))]
     return picked
 
 
@@ -101,7 +90,9 @@ def main() -> None:
     torch.set_num_threads(1)
     lattice = Lattice()
 
-    work = groups(lattice, args.max_cells)
+    # the recipe's groups: one per (size, Smith form, fraction) of HNFS_PER_TASK supercells at most
+    work = enumeration_groups(lattice.primitive(), lattice.chemical_symbols(), range(1, args.max_cells + 1),
+                              FRACTIONS, HNFS_PER_TASK)
     one, two = cluster(1), cluster(2)
     t1 = t2 = float("inf")
     cells = 0
@@ -121,9 +112,9 @@ def main() -> None:
                                                               angular_cutoff_A=4.0), hidden=(32, 32)),
                              seed=0).to(dtype=torch.float32)
     picked = ranking_cells(lattice, args.ranking_cells)
-    chunk = CellChunk(np.arange(len(picked)), np.full(len(picked), np.nan), np.array([p[1] for p in picked]),
+    chunk = CellChunk(np.arange(len(picked)), np.array([p[3] for p in picked]), np.array([p[1] for p in picked]),
                       np.array([p[0] for p in picked]), [p[2] for p in picked])
-    structures = [without_vacancies(lattice.cell_atoms(*p)) for p in picked]
+    structures = [without_vacancies(lattice.cell_atoms(*p[:3])) for p in picked]
     calculator = NNPCalculator(model)
     batched = ase = task = float("inf")
     for _ in range(args.rounds):

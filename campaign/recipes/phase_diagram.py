@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Sequence
@@ -39,6 +38,8 @@ from campaign.recipes.potential_source import PotentialSource, potential_files
 from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
+from tasks.phase.enumeration import (EnumerationGroup, enumerate_batch, enumerate_cells, enumeration_groups,
+                                     snf_labelings)
 from tasks.phase.lattice import Lattice, PhaseCell
 from tasks.phase.ranking import CellChunk, ClusterExpansionModel, line_at, rank_batch
 from tasks.phase.relax import RelaxSettings, labeler_relax_batch, potential_relax_batch
@@ -227,11 +228,12 @@ def mixing_line(x: np.ndarray, per_site: np.ndarray, x_lo: float, x_hi: float) -
     return float(x_lo), float(per_site[lo].min()), float(x_hi), float(per_site[hi].min())
 
 
-def read_structures(store: CampaignStore, shape) -> dict:
-    """key → Atoms of a ragged structures table with a ``key`` column (the last row of a key wins)."""
+def read_structures(store: CampaignStore, shape, frames: dict | None = None) -> dict:
+    """key → Atoms of a ragged structures table with a ``key`` column (the last row of a key wins);
+    ``frames``: its frames table with every column, when the caller has read it already."""
     from ase import Atoms
 
-    frames = store.read(shape.frames)
+    frames = store.read(shape.frames) if frames is None else frames
     atoms = store.read(shape.atoms, ["numbers", "positions_A"])
     out = {}
     for k in range(len(frames["key"])):
@@ -246,8 +248,6 @@ def candidate_pool(recipe: PhaseDiagramSpec, lattice: Lattice) -> list:
     """Every distinct cell up to ``candidates_max_cells`` primitive cells inside the sampled range of
     x (the references' span: beyond it lie compositions the study never asks about): what the
     rounds pick from."""
-    from tasks.phase.enumeration import enumerate_cells
-
     primitive, symbols = lattice.primitive(), lattice.chemical_symbols()
     found = enumerate_cells(primitive, range(1, recipe.sampling.candidates_max_cells + 1), symbols)
     cells = [lattice.cell_atoms(found.hnf[k], int(found.ncells[k]), found.sites(k)) for k in range(len(found))]
@@ -329,16 +329,6 @@ def store_has_round(store: CampaignStore, data_id: str) -> bool:
 
 
 # -- stage 2: enumeration -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EnumerationGroup:
-    """Supercells of one size and Smith normal form, at one vacancy fraction: the labelings of the
-    SNF are listed once (icet's costly part, tasks.phase.enumeration) and decorate every HNF."""
-
-    index: int  # its place in the plan: rows keep it, so later keys do not depend on finishing order
-    fraction: str  # exact, e.g. "1/4"
-    tasks: tuple
-
-
 def target_fractions(recipe: PhaseDiagramSpec) -> list[Fraction]:
     """The spec's vacancy fractions as the exact fractions of metal sites they stand for (0.1363636
     is 3/22): the nearest with a denominator no larger than the largest cell's metal sites."""
@@ -346,32 +336,16 @@ def target_fractions(recipe: PhaseDiagramSpec) -> list[Fraction]:
                    for x in recipe.enumeration.vacancy_fractions})
 
 
-def enumeration_groups(recipe: PhaseDiagramSpec, lattice: Lattice) -> list[EnumerationGroup]:
-    from tasks.phase.enumeration import enumeration_tasks
-
-    per_cell = sum(len(s) > 1 for s in lattice.chemical_symbols())
-    groups: list[EnumerationGroup] = []
-    tasks = enumeration_tasks(lattice.primitive(), range(1, recipe.enumeration.max_sites // 4 + 1))
-    by_snf: dict[tuple, list] = {}
-    for task in tasks:
-        by_snf.setdefault((task.ncells, task.snf), []).append(task)
-    for (ncells, _), members in by_snf.items():
-        for fraction in target_fractions(recipe):
-            if (fraction * ncells * per_cell).denominator != 1:
-                continue  # this size cannot hold the composition exactly
-            step = recipe.enumeration.hnfs_per_task
-            for lo in range(0, len(members), step):
-                groups.append(EnumerationGroup(len(groups), str(fraction), tuple(members[lo:lo + step])))
-    return groups
-
-
 def enumeration_stage(spec: CampaignSpec) -> Stage:
     recipe: PhaseDiagramSpec = spec.recipe
     lattice = recipe.lattice.build()
+    groups = enumeration_groups(lattice.primitive(), lattice.chemical_symbols(),
+                                range(1, recipe.enumeration.max_sites // 4 + 1), target_fractions(recipe),
+                                recipe.enumeration.hnfs_per_task)
     inputs = {"lattice": recipe.lattice.model_dump(mode="json")}
     items = [WorkItem(task_key("phase-enumerate", VERSION, {**inputs, "fraction": g.fraction,
                                                            "cells": [[t.ncells, list(t.hnf)] for t in g.tasks]}), g)
-             for g in enumeration_groups(recipe, lattice)]
+             for g in groups]
     return Stage("phase-enumerate", items, enumerate_groups, {"lattice": lattice}, cell_rows, 1, recipe.retries)
 
 
@@ -383,7 +357,6 @@ def enumerate_groups(keys: list[str], groups: list[EnumerationGroup], lattice: L
 
 def _enumerate_group(group: EnumerationGroup, lattice: Lattice):
     from tasks.phase.cells import VACANCY
-    from tasks.phase.enumeration import enumerate_batch, snf_labelings
 
     primitive, symbols = lattice.primitive(), lattice.chemical_symbols()
     snf = group.tasks[0].snf
@@ -478,15 +451,14 @@ def agreement_rows(recipe: PhaseDiagramSpec, store: CampaignStore, launch: int) 
     from tasks.phase.statistics import ranking_agreement
 
     frames = store.read(PHASE_COMPUTED.frames, ["cell", "method", "energy_eV_per_atom", "stage"])
-    ranked = store.read(PHASE_RANKED, ["cell", "ce_eV_per_atom"])
+    ranked = store.read(PHASE_RANKED, ["cell", "vacancy_fraction", "ce_eV_per_atom"])
     ce = dict(zip(ranked["cell"].tolist(), ranked["ce_eV_per_atom"]))
+    x_of = dict(zip(ranked["cell"].tolist(), ranked["vacancy_fraction"]))
     by = {"potential": {}, "labeler": {}}
     for c, m, e, s in zip(frames["cell"], frames["method"], frames["energy_eV_per_atom"], frames["stage"]):
         if c >= 0 and m in by and (m == "potential" or s == "phase-check"):
             by[m][int(c)] = e
     rows = {name: [] for name in PHASE_AGREEMENT.names}
-    x_of = dict(zip(store.read(PHASE_RANKED, ["cell"])["cell"].tolist(),
-                    store.read(PHASE_RANKED, ["vacancy_fraction"])["vacancy_fraction"]))
     for x in map(float, target_fractions(recipe)):
         cells = sorted(c for c in by["labeler"] if c in by["potential"] and same_fraction(x_of.get(c, -1), x))
         reference = np.array([by["labeler"][c] for c in cells])
@@ -505,8 +477,8 @@ def hull_rows(recipe: PhaseDiagramSpec, store: CampaignStore, launch: int) -> di
     from tasks.phase.hull import HullReference, formation_energies, lower_hull
 
     lattice = recipe.lattice.build()
-    structures = read_structures(store, PHASE_COMPUTED)
-    frames = store.read(PHASE_COMPUTED.frames, ["key", "method", "stage", "energy_eV", "energy_eV_per_atom"])
+    frames = store.read(PHASE_COMPUTED.frames)
+    structures = read_structures(store, PHASE_COMPUTED, frames)
     keys = [str(k) for k, m in zip(frames["key"], frames["method"]) if m == "labeler"]
     index = {str(k): i for i, k in enumerate(frames["key"])}
     symbols = [structures[k].get_chemical_symbols() for k in keys]

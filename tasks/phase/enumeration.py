@@ -84,6 +84,39 @@ def enumeration_tasks(primitive: Atoms, sizes: Sequence[int],
     return tasks
 
 
+@dataclass(frozen=True)
+class EnumerationGroup:
+    """Supercells of one size and Smith normal form, at one vacancy fraction: the labelings of the
+    SNF are listed once (``snf_labelings``, the costly part) and decorate every HNF."""
+
+    index: int  # its place in the plan: rows keep it, so later keys do not depend on finishing order
+    fraction: str  # exact, e.g. "1/4"
+    tasks: tuple[EnumerationTask, ...]
+
+
+def enumeration_groups(primitive: Atoms, chemical_symbols: Sequence, sizes: Sequence[int],
+                       fractions: Sequence[Fraction | int | str], hnfs_per_task: int,
+                       symprec: float = DEFAULT_SYMPREC) -> list[EnumerationGroup]:
+    """The tasks of ``enumeration_tasks`` cut into groups: per (size, SNF), per fraction in the order
+    given, runs of at most ``hnfs_per_task`` HNFs. A fraction is of the sites with a choice of
+    species; sizes where it is not a whole number of those sites get no group for it."""
+    if hnfs_per_task < 1:
+        raise ValueError(f"hnfs_per_task must be at least 1, got {hnfs_per_task}")
+    exact = [_exact_fraction(f) for f in fractions]
+    per_cell = sum(len(s) > 1 for s in chemical_symbols)
+    by_snf: dict[tuple, list[EnumerationTask]] = {}
+    for task in enumeration_tasks(primitive, sizes, symprec):
+        by_snf.setdefault((task.ncells, task.snf), []).append(task)
+    groups: list[EnumerationGroup] = []
+    for (ncells, _), members in by_snf.items():
+        for fraction in exact:
+            if (fraction * ncells * per_cell).denominator != 1:
+                continue  # this size cannot hold the composition exactly
+            for lo in range(0, len(members), hnfs_per_task):
+                groups.append(EnumerationGroup(len(groups), str(fraction), tuple(members[lo:lo + hnfs_per_task])))
+    return groups
+
+
 def labeling_count(primitive: Atoms, chemical_symbols: Sequence, ncells: int,
                    concentration_restrictions: Mapping | None = None,
                    species_fractions: SpeciesFractions | None = None) -> int:

@@ -25,7 +25,7 @@ class CellChunk:
     """Some rows of the enumerated-cells table, in compact form."""
 
     rows: np.ndarray  # (n,) their rows in the table
-    vacancy_fraction: np.ndarray  # (n,)
+    vacancy_fraction: np.ndarray  # (n,) x: vacancies per metal site (Lattice.vacancy_fraction of each cell)
     ncells: np.ndarray  # (n,) primitive cells per cell
     hnf: np.ndarray  # (n, 9) supercell matrices (icet's Hermite normal form, row-major)
     occupation: list[np.ndarray]  # per cell, the index of each site's species in the lattice's list
@@ -103,8 +103,7 @@ def rank_chunk(chunk: CellChunk, lattice: Lattice, model, ce: ClusterExpansionMo
     n_atoms = np.array([len(a) for a in real])
     ce_energy = np.full(len(real), np.nan)
     if ce is not None:
-        x = np.array([lattice.vacancy_fraction(a) for a in ideal])
-        per_site = lattice.predict(ce, ideal) + line_at(ce.line, x)
+        per_site = lattice.predict(ce, ideal) + line_at(ce.line, chunk.vacancy_fraction)
         ce_energy = per_site * np.array([len(a) for a in ideal]) / n_atoms
     return RankedChunk(n_atoms, energy, spread, ce_energy)
 
