@@ -88,6 +88,14 @@ class Committee(torch.nn.Module, SavedAsPayload):
 
         return factory
 
+    @property
+    def atomic_energies(self):
+        """(batch, pairs) → atomic energies (M, N) in one pass, for members evaluated together that
+        offer it; else None (per_atom_energies then takes atomic_energy_fn)."""
+        if self.evaluated_together and hasattr(self.members[0], "atomic_energies_together"):
+            return partial(self.members[0].atomic_energies_together, list(self.members))
+        return None
+
     def member_outputs(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
                        stress: bool = False) -> dict[str, torch.Tensor]:
         """energy (M, B), forces (M, N, 3), stress (M, B, 6) of every member."""

@@ -152,6 +152,16 @@ class BehlerParrinello(torch.nn.Module, SavedAsPayload):
 
         return atomic_energies
 
+    def atomic_energies(self, batch: AtomsBatch, pairs: Pairs) -> torch.Tensor:
+        """Atomic energies (1, N), no gradients: on a CPU the compiled kernels."""
+        return self.atomic_energies_together([self], batch, pairs)
+
+    def atomic_energies_together(self, members, batch: AtomsBatch, pairs: Pairs) -> torch.Tensor:
+        """Atomic energies (M, N) of members sharing this descriptor, no gradients."""
+        with torch.no_grad():
+            return shared_descriptor_outputs(self.descriptor, [m.atomic for m in members], self.species(batch.numbers),
+                                             batch, pairs, forces=False, stress=False, atomic=True)["atomic_energies"]
+
     def fingerprints(self, batch: AtomsBatch, pairs: Pairs | None = None) -> torch.Tensor:
         """(B, n_elements · n_features): per structure, the mean of the normalised descriptors over
         each element's atoms (zeros for an absent element)."""

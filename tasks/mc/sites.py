@@ -1,0 +1,64 @@
+"""The sites a chain lives on and their neighbour pairs.
+
+A chain's structure is a site lattice (fractional coordinates, fixed) decorated by atomic numbers,
+0 for a vacancy, in a cell that cell moves strain. Pairs between sites, vacant ones included, are
+found once within the potential's cutoff plus a skin: a swap then only changes which pairs are
+live, and a strained cell keeps the list valid while no pair can have crossed the skin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from vesin import NeighborList
+
+
+@dataclass(frozen=True, eq=False)
+class SiteLattice:
+    fractional: np.ndarray  # (n_sites, 3)
+    pbc: tuple[bool, bool, bool]
+    mobile: np.ndarray  # (n_sites,) bool: sites whose occupant may trade places with a vacancy
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.fractional)
+
+    def positions(self, cell: np.ndarray) -> np.ndarray:
+        return self.fractional @ cell
+
+
+@dataclass(frozen=True, eq=False)
+class SitePairs:
+    """Directed site pairs (i → j, sorted by i) within ``reach_A`` of the cell they were found in."""
+
+    i: np.ndarray
+    j: np.ndarray
+    shift: np.ndarray  # (P, 3) integer cell shifts
+    segment: np.ndarray  # (n_sites + 1,): pairs of site s are segment[s]:segment[s + 1]
+    cell: np.ndarray  # the cell they were found in
+    cutoff_A: float
+    reach_A: float  # cutoff + skin
+
+    def neighbours(self, sites: np.ndarray) -> np.ndarray:
+        """Every site within the reach of ``sites`` (with repeats)."""
+        return np.concatenate([self.j[self.segment[s]:self.segment[s + 1]] for s in sites]) if len(sites) else sites
+
+    def valid_for(self, cell: np.ndarray) -> bool:
+        """Whether every pair within the cutoff in ``cell`` is in the list: distances shrink at most
+        by the smallest singular value of the strain that maps the list's cell onto ``cell``."""
+        strain = np.linalg.solve(self.cell, cell)  # cell = self.cell @ strain (row vectors)
+        return float(np.linalg.svd(strain, compute_uv=False).min()) * self.reach_A >= self.cutoff_A * (1 + 1e-12)
+
+
+def site_pairs(lattice: SiteLattice, cell: np.ndarray, cutoff_A: float, skin_A: float) -> SitePairs:
+    reach = float(cutoff_A + skin_A)
+    periodic = np.asarray(lattice.pbc, dtype=bool)
+    box = np.asarray(cell, dtype=np.float64) if periodic.any() else np.zeros((3, 3))
+    i, j, s = NeighborList(cutoff=reach, full_list=True, sorted=True).compute(
+        points=np.ascontiguousarray(lattice.positions(cell), dtype=np.float64), box=box, periodic=periodic,
+        quantities="ijS")
+    i, j = i.astype(np.int64), j.astype(np.int64)
+    segment = np.searchsorted(i, np.arange(lattice.n_sites + 1)).astype(np.int64)
+    return SitePairs(i, j, np.asarray(s, dtype=np.int64).reshape(-1, 3), segment, np.array(cell, dtype=np.float64),
+                     float(cutoff_A), reach)
