@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="deepmd: element order of type_map.raw; default: the store's elements by atomic number")
     p.add_argument("--hull", action="store_true",
                    help="phase-diagram stores: the relaxed structures on the hull instead, to OUT.extxyz or OUT.cif")
+    p.add_argument("--minima", action="store_true",
+                   help="anneal stores: each chain's lowest minimum instead (for a phase diagram's hull.structures)")
     p.add_argument("out", type=Path)
     return parser
 
@@ -120,8 +122,12 @@ def _export(args) -> int:
     if args.type_map is not None and args.fmt != "deepmd":
         print("error: --type-map applies to --to deepmd only", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.hull and args.fmt != "extxyz":
-        print("error: --hull writes extxyz or CIF (by the file's suffix), not --to deepmd", file=sys.stderr)
+    chosen = "--hull" if args.hull else "--minima" if args.minima else None
+    if args.hull and args.minima:
+        print("error: give --hull or --minima, not both", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if chosen and args.fmt != "extxyz":
+        print(f"error: {chosen} writes extxyz or CIF (by the file's suffix), not --to deepmd", file=sys.stderr)
         return EXIT_BAD_INPUT
     store = CampaignStore.open(_store_dir(args.store))
     try:
@@ -130,6 +136,11 @@ def _export(args) -> int:
 
             structures = hull_structures(store)
             print(f"wrote {export_structures(structures, args.out)} hull structures to {args.out}")
+        elif args.minima:
+            from campaign.recipes.anneal_report import lowest_minima
+
+            structures = lowest_minima(store)
+            print(f"wrote {export_structures(structures, args.out)} annealing minima to {args.out}")
         elif args.fmt == "deepmd":
             done = export_deepmd(iter_frames(store), args.out, args.type_map)
             print(f"wrote {done.frames} frames in {done.systems} DeePMD systems (type map "
@@ -139,7 +150,7 @@ def _export(args) -> int:
     except OSError as exc:  # the output's folder is missing, read-only or full: the previous output stays
         print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (DeepmdError, ValueError) as exc:  # ValueError: a store with no hull
+    except (DeepmdError, ValueError) as exc:  # ValueError: a store with no hull or no minima
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
