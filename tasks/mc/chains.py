@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase.units import kB
 
-from tasks.mc.energy import EnergyModel, EnergyRequest
+from tasks.mc.energy import EnergyModel, EnergyRequest, has_site_energies
 from tasks.mc.schedule import EV_PER_A3_PER_GPA, MoveSettings
 from tasks.mc.sites import SiteLattice, site_pairs
 
@@ -123,8 +123,15 @@ class Advanced:
 
 def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], schedule, moves: MoveSettings,
             n_steps: int, record_every: int = 100, skin_A: float = 1.0) -> Advanced:
-    """Advance every chain by ``n_steps`` (not past the schedule's end) in place."""
+    """Advance every chain by ``n_steps`` (not past the schedule's end) in place.
+
+    With a model that gives site energies, every chain's site energies are kept (computed afresh
+    here, at the start of the call): a swap then costs one evaluation, of the atoms within the
+    cutoff of the moved sites in the new configuration, against their kept energies."""
     pairs = [site_pairs(lattice, c.cell, model.cutoff_A, skin_A) for c in chains]
+    kept = has_site_energies(model)
+    site_energy = model.site_energies(lattice, [EnergyRequest(c.occupation, c.cell, p)
+                                                for c, p in zip(chains, pairs)]) if kept and chains else None
     minima: list[list[Minimum]] = [[] for _ in chains]
     rows: list[list[tuple]] = [[] for _ in chains]
     pressure = moves.pressure_GPa * EV_PER_A3_PER_GPA
@@ -136,33 +143,40 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
         for k in live:
             _close_cycle_if_due(chains[k], schedule, minima[k])
         proposals = [_propose(chains[k], schedule, moves, mobile) for k in live]
-        requests, where = [], []
+        requests: list[EnergyRequest] = []
+        plans: list[tuple] = []
         for k, proposal in zip(live, proposals):
             chain = chains[k]
             if proposal.kind == CELL:
                 if not pairs[k].valid_for(proposal.cell):
                     pairs[k] = site_pairs(lattice, proposal.cell, model.cutoff_A, skin_A)
-                where.append((len(requests), None))
+                plans.append(("whole", len(requests), None))
                 requests.append(EnergyRequest(chain.occupation, proposal.cell, pairs[k]))
+                continue
+            touched = pairs[k].within_cutoff(proposal.sites, chain.cell)
+            if kept:
+                plans.append(("kept", len(requests), touched))
+                requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k], touched))
+            elif 2 * np.count_nonzero(chain.occupation[touched]) > chain.n_atoms:
+                # the move reaches most atoms (a small cell, a large group): one evaluation of the
+                # whole new structure costs less than two of nearly all of it
+                plans.append(("whole", len(requests), None))
+                requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k]))
             else:
-                touched = np.unique(np.concatenate([proposal.sites, pairs[k].neighbours(proposal.sites)]))
-                if 2 * np.count_nonzero(chain.occupation[touched]) > chain.n_atoms:
-                    # the move reaches most atoms (a small cell, a large group): one evaluation of
-                    # the whole new structure costs less than two of nearly all of it
-                    where.append((len(requests), None))
-                    requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k]))
-                    continue
-                where.append((len(requests), len(requests) + 1))
+                plans.append(("pair", len(requests), touched))
                 requests.append(EnergyRequest(chain.occupation, chain.cell, pairs[k], touched))
                 requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k], touched))
-        energies = model.energies(lattice, requests)
-        for k, proposal, (first, second) in zip(live, proposals, where):
+        values = model.site_energies(lattice, requests) if kept else None
+        sums = values.sum(axis=1) if kept else model.energies(lattice, requests)
+        for k, proposal, (plan, first, touched) in zip(live, proposals, plans):
             chain = chains[k]
             temperature = schedule.temperature_K(chain.step)
-            if second is None:  # the whole new structure was evaluated
-                delta = float(energies[first]) - chain.energy_eV
+            if plan == "whole":
+                delta = float(sums[first]) - chain.energy_eV
+            elif plan == "kept":
+                delta = float(sums[first] - site_energy[k][touched].sum())
             else:
-                delta = float(energies[second] - energies[first])
+                delta = float(sums[first + 1] - sums[first])
             if proposal.kind == CELL:
                 volume, new_volume = abs(np.linalg.det(chain.cell)), abs(np.linalg.det(proposal.cell))
                 log_accept = (-(delta + pressure * (new_volume - volume)) / (kB * temperature)
@@ -173,6 +187,10 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
             if np.log(proposal.uniform) < log_accept:
                 chain.accepted[proposal.kind] += 1
                 chain.energy_eV += delta
+                if kept and plan == "whole":
+                    site_energy[k] = values[first]
+                elif kept:
+                    site_energy[k][touched] = values[first][touched]
                 if proposal.kind == CELL:
                     chain.cell = proposal.cell
                     if not pairs[k].valid_for(chain.cell):

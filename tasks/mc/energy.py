@@ -39,6 +39,13 @@ class EnergyModel(Protocol):
         ...
 
 
+def has_site_energies(model: EnergyModel) -> bool:
+    """Whether ``model.site_energies(lattice, requests)`` gives, per request, an (n_sites,) array of
+    its occupied centres' energies (0 elsewhere): the engine then keeps every chain's site energies
+    and evaluates a swap's new configuration alone."""
+    return callable(getattr(model, "site_energies", None))
+
+
 class PotentialEnergy:
     """Site energies from any potential that gives energies per atom (a committee: the mean)."""
 
@@ -47,31 +54,29 @@ class PotentialEnergy:
         self.cutoff_A = float(potential.cutoff_A)
 
     def energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
+        return self.site_energies(lattice, requests).sum(axis=1)
+
+    def site_energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
+        """(requests, n_sites): the energy of each occupied centre of each request, 0 elsewhere."""
         from tasks.potential import per_atom_energies
 
+        out = np.zeros((len(requests), lattice.n_sites))
         if not requests:
-            return np.zeros(0)
-        batch, pairs, centre_atoms = _local_batch(lattice, requests, self.potential.dtype, self.potential.device)
+            return out
+        batch, pairs, centre_atoms, centre_sites = _local_batch(lattice, requests, self.potential.dtype,
+                                                                self.potential.device)
         atomic = per_atom_energies(self.potential, batch, pairs).mean(dim=0)
         values = atomic.detach().cpu().numpy().astype(np.float64)[centre_atoms]
-        system = batch.system.cpu().numpy()[centre_atoms]
-        return np.bincount(system, weights=values, minlength=len(requests))
-
-
-def _segments(pairs: SitePairs, sites: np.ndarray) -> np.ndarray:
-    """Indices of every pair centred on ``sites``, in site order."""
-    starts, stops = pairs.segment[sites], pairs.segment[sites + 1]
-    lengths = stops - starts
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return np.arange(int(lengths.sum())) + offsets
+        out[batch.system.cpu().numpy()[centre_atoms], centre_sites] = values
+        return out
 
 
 def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype: torch.dtype,
-                 device) -> tuple[AtomsBatch, Pairs, np.ndarray]:
+                 device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours; pairs only from centres,
     so the other atoms are context (their own energies are not summed)."""
     positions, numbers, cells, n_atoms = [], [], [], []
-    p_i, p_j, p_shift, p_system, centre_atoms = [], [], [], [], []
+    p_i, p_j, p_shift, p_system, centre_atoms, centre_sites = [], [], [], [], [], []
     offset = 0
     local = np.empty(lattice.n_sites, dtype=np.int64)
     for r, request in enumerate(requests):
@@ -83,7 +88,7 @@ def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype:
             is_centre[request.centres] = True
             is_centre &= occupied
         centres = np.flatnonzero(is_centre)
-        idx = _segments(request.pairs, centres)
+        idx = request.pairs.of_sites(centres)
         idx = idx[occupied[request.pairs.j[idx]]]
         i, j = request.pairs.i[idx], request.pairs.j[idx]
         in_system = is_centre.copy()
@@ -99,6 +104,7 @@ def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype:
         p_shift.append(request.pairs.shift[idx])
         p_system.append(np.full(len(idx), r))
         centre_atoms.append(local[centres])
+        centre_sites.append(centres)
         offset += len(atoms)
     n_atoms = np.array(n_atoms, dtype=np.int64)
     batch = AtomsBatch(
@@ -113,4 +119,4 @@ def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype:
                   j=torch.as_tensor(np.concatenate(p_j), dtype=torch.long, device=device),
                   shift=torch.as_tensor(np.concatenate(p_shift), dtype=dtype, device=device),
                   system=torch.as_tensor(np.concatenate(p_system), dtype=torch.long, device=device))
-    return batch, pairs, np.concatenate(centre_atoms)
+    return batch, pairs, np.concatenate(centre_atoms), np.concatenate(centre_sites)

@@ -39,10 +39,25 @@ class SitePairs:
     cell: np.ndarray  # the cell they were found in
     cutoff_A: float
     reach_A: float  # cutoff + skin
+    fractional_i: np.ndarray  # (P, 3) fractional coordinates of each pair's sites, for distances in any cell
+    fractional_j: np.ndarray
 
-    def neighbours(self, sites: np.ndarray) -> np.ndarray:
-        """Every site within the reach of ``sites`` (with repeats)."""
-        return np.concatenate([self.j[self.segment[s]:self.segment[s + 1]] for s in sites]) if len(sites) else sites
+    def of_sites(self, sites: np.ndarray) -> np.ndarray:
+        """Indices of every pair centred on ``sites`` (sorted), in site order."""
+        starts, stops = self.segment[sites], self.segment[sites + 1]
+        lengths = stops - starts
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return np.arange(int(lengths.sum())) + offsets
+
+    def within_cutoff(self, sites: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """``sites`` and every site within the cutoff of one of them in ``cell`` (sorted, unique):
+        the atoms whose energies a change on ``sites`` can change."""
+        if not len(sites):
+            return sites
+        idx = self.of_sites(np.unique(sites))
+        vectors = (self.fractional_j[idx] - self.fractional_i[idx] + self.shift[idx]) @ cell
+        near = np.einsum("px,px->p", vectors, vectors) < self.cutoff_A ** 2
+        return np.union1d(sites, self.j[idx[near]])
 
     def valid_for(self, cell: np.ndarray) -> bool:
         """Whether every pair within the cutoff in ``cell`` is in the list: distances shrink at most
@@ -61,4 +76,4 @@ def site_pairs(lattice: SiteLattice, cell: np.ndarray, cutoff_A: float, skin_A: 
     i, j = i.astype(np.int64), j.astype(np.int64)
     segment = np.searchsorted(i, np.arange(lattice.n_sites + 1)).astype(np.int64)
     return SitePairs(i, j, np.asarray(s, dtype=np.int64).reshape(-1, 3), segment, np.array(cell, dtype=np.float64),
-                     float(cutoff_A), reach)
+                     float(cutoff_A), reach, lattice.fractional[i], lattice.fractional[j])
