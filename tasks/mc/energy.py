@@ -27,6 +27,7 @@ class EnergyRequest:
     cell: np.ndarray  # (3, 3)
     pairs: SitePairs
     centres: np.ndarray | None = None  # sites whose energies are summed; None: every occupied site
+    lattice: SiteLattice | None = None  # its own lattice, where requests of one call differ in it
 
 
 class EnergyModel(Protocol):
@@ -58,33 +59,56 @@ class PotentialEnergy:
 
     def site_energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
         """(requests, n_sites): the energy of each occupied centre of each request, 0 elsewhere."""
-        from tasks.potential import per_atom_energies
-
         out = np.zeros((len(requests), lattice.n_sites))
-        if not requests:
-            return out
-        batch, pairs, centre_atoms, centre_sites = _local_batch(lattice, requests, self.potential.dtype,
-                                                                self.potential.device)
-        atomic = per_atom_energies(self.potential, batch, pairs).mean(dim=0)
-        values = atomic.detach().cpu().numpy().astype(np.float64)[centre_atoms]
-        out[batch.system.cpu().numpy()[centre_atoms], centre_sites] = values
+        if requests:
+            values, request, site = centre_energies(self.potential, lattice, requests)
+            out[request, site] = values.mean(axis=0)
         return out
 
 
-def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype: torch.dtype,
+def centre_energies(potential, lattice: SiteLattice | None,
+                    requests: Sequence[EnergyRequest]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every member's energy (M, C) of every occupied centre of the requests (M = 1 for a single
+    model), each centre's request (C,) and site (C,), from one pass of the potential."""
+    from tasks.potential import per_atom_energies
+
+    batch, pairs, centre_atoms, centre_sites = _local_batch(lattice, requests, potential.dtype, potential.device)
+    atomic = per_atom_energies(potential, batch, pairs).detach().cpu().numpy().astype(np.float64)
+    return atomic[:, centre_atoms], batch.system.cpu().numpy()[centre_atoms], centre_sites
+
+
+def decoration_energies(potential, requests: Sequence[EnergyRequest], max_atoms: int = 16384) -> np.ndarray:
+    """Every member's total energy (M, n) of whole decorations, each request with its own lattice
+    (site pairs found once per lattice serve all its decorations), in passes of at most
+    ``max_atoms`` atoms."""
+    out, start = [], 0
+    while start < len(requests):
+        stop, atoms = start, 0
+        while stop < len(requests) and (stop == start or atoms + np.count_nonzero(requests[stop].occupation)
+                                        <= max_atoms):
+            atoms += np.count_nonzero(requests[stop].occupation)
+            stop += 1
+        values, request, _ = centre_energies(potential, None, requests[start:stop])
+        out.append(np.stack([np.bincount(request, weights=v, minlength=stop - start) for v in values]))
+        start = stop
+    return np.concatenate(out, axis=1) if out else np.zeros((1, 0))
+
+
+def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
                  device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours; pairs only from centres,
     so the other atoms are context (their own energies are not summed)."""
     positions, numbers, cells, n_atoms = [], [], [], []
     p_i, p_j, p_shift, p_system, centre_atoms, centre_sites = [], [], [], [], [], []
     offset = 0
-    local = np.empty(lattice.n_sites, dtype=np.int64)
     for r, request in enumerate(requests):
+        sites = request.lattice or lattice
+        local = np.empty(sites.n_sites, dtype=np.int64)
         occupied = request.occupation != 0
         if request.centres is None:
             is_centre = occupied
         else:
-            is_centre = np.zeros(lattice.n_sites, dtype=bool)
+            is_centre = np.zeros(sites.n_sites, dtype=bool)
             is_centre[request.centres] = True
             is_centre &= occupied
         centres = np.flatnonzero(is_centre)
@@ -95,7 +119,7 @@ def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype:
         in_system[j] = True
         atoms = np.flatnonzero(in_system)
         local[atoms] = np.arange(offset, offset + len(atoms))
-        positions.append(lattice.fractional[atoms] @ request.cell)
+        positions.append(sites.fractional[atoms] @ request.cell)
         numbers.append(request.occupation[atoms])
         cells.append(request.cell)
         n_atoms.append(len(atoms))
@@ -113,7 +137,7 @@ def _local_batch(lattice: SiteLattice, requests: Sequence[EnergyRequest], dtype:
         numbers=torch.as_tensor(np.concatenate(numbers), dtype=torch.long, device=device),
         system=torch.as_tensor(np.repeat(np.arange(len(requests)), n_atoms), dtype=torch.long, device=device),
         n_atoms=n_atoms,
-        pbc=np.tile(np.asarray(lattice.pbc, dtype=bool), (len(requests), 1)),
+        pbc=np.array([(r.lattice or lattice).pbc for r in requests], dtype=bool),
     )
     pairs = Pairs(i=torch.as_tensor(np.concatenate(p_i), dtype=torch.long, device=device),
                   j=torch.as_tensor(np.concatenate(p_j), dtype=torch.long, device=device),

@@ -95,11 +95,39 @@ def _evaluate(model, structures: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarra
     return energy, spread
 
 
+def decoration_energies_per_atom(model, chunk: CellChunk, ideal: Sequence[Atoms],
+                                 max_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """potential_energies of the real cells, for a potential with energies per atom: the cells of
+    one supercell share their sites (CellBuilder), so their neighbour pairs are found once per
+    supercell and each cell keeps those between its occupied sites."""
+    from tasks.mc.energy import EnergyRequest, decoration_energies
+    from tasks.mc.sites import SiteLattice, site_pairs
+
+    shared: dict[tuple, tuple] = {}
+    requests = []
+    for k, atoms in enumerate(ideal):
+        supercell = (int(chunk.ncells[k]), tuple(int(h) for h in chunk.hnf[k]))
+        if supercell not in shared:
+            sites = SiteLattice(atoms.get_scaled_positions(), (True, True, True), np.zeros(len(atoms), bool))
+            shared[supercell] = sites, site_pairs(sites, atoms.cell.array, float(model.cutoff_A), skin_A=0.0)
+        sites, pairs = shared[supercell]
+        requests.append(EnergyRequest(atoms.numbers, atoms.cell.array, pairs, lattice=sites))
+    members = decoration_energies(model, requests, max_atoms)
+    n_atoms = np.array([np.count_nonzero(a.numbers) for a in ideal], dtype=float)
+    spread = members.std(axis=0) / n_atoms if len(members) > 1 else np.full(len(ideal), np.nan)
+    return members.mean(axis=0) / n_atoms, spread
+
+
 def rank_chunk(chunk: CellChunk, lattice: Lattice, model, ce: ClusterExpansionModel | None,
                max_atoms: int) -> RankedChunk:
+    from tasks.potential import atomic_energy_factory
+
     ideal = [lattice.cell_atoms(h, int(n), occ) for h, n, occ in zip(chunk.hnf, chunk.ncells, chunk.occupation)]
     real = [without_vacancies(a) for a in ideal]
-    energy, spread = potential_energies(model, real, max_atoms)
+    if getattr(model, "atomic_energies", None) is not None or atomic_energy_factory(model) is not None:
+        energy, spread = decoration_energies_per_atom(model, chunk, ideal, max_atoms)
+    else:  # an ASE calculator, say: whole structures
+        energy, spread = potential_energies(model, real, max_atoms)
     n_atoms = np.array([len(a) for a in real])
     ce_energy = np.full(len(real), np.nan)
     if ce is not None:
