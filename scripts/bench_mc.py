@@ -6,18 +6,24 @@ Figures:
                               atoms within the cutoff of the two moved sites, new configuration)
   slab_full_ms                the same change by a full evaluation of the new slab
   slab_local_vs_full          their ratio (goal >= 50)
+  slab_max_error_eV           largest difference of the two energy changes (checked < 1e-6)
+  slab_hop_local_s            one relaxed hop as the slab chain does it (tasks.mc.slab_chain): FIRE for
+                              --relax-steps steps on the atoms within cutoff + 1 Å of the two sites, the rest
+                              fixed, then the energies of the atoms whose environment changed
+  slab_hop_full_s             FIRE for as many steps on the whole slab, then every atom's energy
+  slab_hop_local_vs_full      their ratio
   anneal_sites, anneal_chains the study's annealing cell (NiAs 4 × 2√3 × 3: 192 sites, x = 3/8) and
                               the chains advanced (16)
   anneal_batched_steps_per_s  chain-steps per second, all chains in one batched state
   anneal_single_steps_per_s   chain-steps per second, one chain at a time (same chains, same steps)
   anneal_batched_vs_single    their ratio (goal >= 5 on a CPU with 16 chains)
-  threads                     torch threads (the machine's cores unless --threads)
+  threads                     torch threads (--threads, default 1: both sides of every ratio on one core)
 
 The potential is a Behler–Parrinello committee of two networks (Cr/S, hidden (32, 32), radial
 cutoff 6 Å, angular 4.5 Å, float64; speed does not depend on the weights, so they are untrained).
 Every time is the best of --rounds runs (on a shared machine other load only adds time); the two
 sides of each ratio take turns within each round. The last line printed is one JSON object.
-Usage: python scripts/bench_mc.py [--steps 100] [--swaps 20] [--rounds 3] [--threads N]
+Usage: python scripts/bench_mc.py [--steps 100] [--swaps 20] [--relax-steps 20] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import Atoms
 
 REPO = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, REPO)
@@ -56,7 +63,10 @@ def committee() -> Committee:
 
 
 def best_of(rounds: int, *sides) -> list[float]:
-    """Best time of each side over ``rounds``, the sides taking turns within a round."""
+    """Best time of each side over ``rounds``, the sides taking turns within a round (after one
+    untimed call of each: the first loads the compiled kernels)."""
+    for side in sides:
+        side()
     best = [np.inf] * len(sides)
     for _ in range(rounds):
         for k, side in enumerate(sides):
@@ -94,46 +104,99 @@ def anneal_figures(potential, steps: int, rounds: int, n_chains: int = 16) -> di
             "anneal_batched_vs_single": single_s / batched_s}
 
 
-def slab_figures(potential, swaps: int, rounds: int) -> dict:
-    from tasks.mc.slab import study_slab
+def study_slab():
+    """The study's slab: CrS2 on 15 Cr layers of 288 sites (6,912 atoms), 50.6 × 49.3 Å in-plane after
+    the compressive strain, 41.8 Å thick, 30 Å of vacuum (tasks.mc.slab_build)."""
+    from tasks.mc.slab_build import build_slab
 
+    return build_slab(Lattice(a_A=3.29, c_A=5.573), (16, 9), 15, 14 / 30, in_plane_strain=1 - 3.1625 / 3.29,
+                      vacuum_A=30.0, seed=0)
+
+
+def slab_figures(potential, swaps: int, rounds: int) -> dict:
+    """A swap's energy change on the slab's static structure: its atoms and vacant metal sites as one
+    site lattice, a metal atom moved to a vacant site of a neighbouring layer."""
     slab = study_slab()
-    lattice = SiteLattice(slab.fractional, (True, True, False), slab.metal_site)
+    anions = np.flatnonzero(slab.anion_layer >= 0)
+    points = np.concatenate([slab.positions[anions], slab.sites])
+    occupation = np.concatenate([slab.numbers[anions], np.where(slab.site_atom >= 0, 24, 0)])
+    metal = np.arange(len(anions), len(points))
+    lattice = SiteLattice(points @ np.linalg.inv(slab.cell), (True, True, True),
+                          np.isin(np.arange(len(points)), metal))
     model = PotentialEnergy(potential)
     pairs = site_pairs(lattice, slab.cell, model.cutoff_A, skin_A=1.0)
     rng = np.random.default_rng(0)
-    metal = np.flatnonzero(slab.metal_site)
     moves = []
-    for _ in range(swaps):
-        occupied = metal[slab.occupation[metal] != 0]
-        vacant = metal[slab.occupation[metal] == 0]
-        leave, arrive = rng.choice(occupied), rng.choice(vacant)
-        new = slab.occupation.copy()
+    while len(moves) < swaps:
+        site = rng.choice(np.flatnonzero(slab.site_atom < 0))
+        target = rng.choice(slab.hop_site[slab.hop_segment[site]:slab.hop_segment[site + 1]])
+        if slab.site_atom[target] < 0:
+            continue
+        leave, arrive = metal[target], metal[site]
+        new = occupation.copy()
         new[arrive], new[leave] = new[leave], 0
         moves.append((new, pairs.within_cutoff(np.array([leave, arrive]), slab.cell)))
+    local_delta, full_delta = [], []
 
     def local():
+        local_delta.clear()
         for new, touched in moves:
-            model.site_energies(lattice, [EnergyRequest(new, slab.cell, pairs, touched)])
+            local_delta.append(model.site_energies(lattice, [EnergyRequest(new, slab.cell, pairs, touched)]).sum())
 
     def full():
+        full_delta.clear()
         for new, _ in moves:
             keep = new != 0
-            atoms = slab.atoms_for(new)
-            potential(AtomsBatch.from_atoms([atoms]), forces=False)
-            assert keep.sum() == len(atoms)
+            atoms = Atoms(numbers=new[keep], scaled_positions=lattice.fractional[keep], cell=slab.cell, pbc=True)
+            full_delta.append(float(potential(AtomsBatch.from_atoms([atoms]), forces=False)["energy"][0]))
 
     local_s, full_s = best_of(rounds, local, full)
-    return {"slab_atoms": int(np.count_nonzero(slab.occupation)), "slab_local_swap_ms": 1000 * local_s / swaps,
-            "slab_full_ms": 1000 * full_s / swaps, "slab_local_vs_full": full_s / local_s}
+    # the local sums are the new energies near the move; their changes must be the full changes
+    reference = model.site_energies(lattice, [EnergyRequest(occupation, slab.cell, pairs, touched)
+                                              for _, touched in moves]).sum(axis=1)
+    full_before = float(potential(AtomsBatch.from_atoms([slab.atoms(slab.positions)]), forces=False)["energy"][0])
+    error = np.abs((np.array(local_delta) - reference) - (np.array(full_delta) - full_before)).max()
+    assert error < 1e-6, f"local and full energy changes differ by {error} eV"
+    return {"slab_atoms": int(np.count_nonzero(occupation)), "slab_local_swap_ms": 1000 * local_s / swaps,
+            "slab_full_ms": 1000 * full_s / swaps, "slab_local_vs_full": full_s / local_s,
+            "slab_max_error_eV": float(error)}
+
+
+def relaxed_hop_figures(potential, relax_steps: int, rounds: int) -> dict:
+    from tasks.mc import slab_chain
+    from tasks.md.relax import FireSettings, fire_relax
+
+    slab = study_slab()
+    chain = slab_chain.new_slab_chain(potential, slab, seed=0)
+    middle = np.flatnonzero((slab.site_layer == 7) & (chain.site_atom < 0))
+    vacancy_site = middle[np.argmin(np.linalg.norm(slab.sites[middle, :2] - np.diag(slab.cell)[:2] / 2, axis=1))]
+    target = next(t for t in slab.hops(vacancy_site, 1) if chain.site_atom[t] >= 0)
+    vacancy = int(np.flatnonzero(chain.vacancy_site == vacancy_site)[0])
+    everything = np.ones(slab.n_atoms, dtype=bool)
+    relax = slab_chain.RelaxSchedule(max_steps=relax_steps, growth_steps=1e-9, fmax_eV_per_A=0.0)
+
+    def local():
+        proposal = slab_chain._hop(chain, slab, vacancy, target, 0.5, potential.cutoff_A, relax.skin_A)
+        slab_chain._relax(potential, slab, [(chain, proposal)], relax)
+        slab_chain._evaluate(potential, slab, [(chain, proposal)])
+
+    def full():
+        relaxed = fire_relax(potential, [slab.atoms(chain.positions)],
+                             FireSettings(max_steps=relax_steps, fmax_eV_per_A=0.0))
+        slab_chain._atomic_energies(potential, relaxed.systems, [everything])
+
+    local_s, full_s = best_of(rounds, local, full)
+    return {"slab_hop_local_s": local_s, "slab_hop_full_s": full_s, "slab_hop_local_vs_full": full_s / local_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="annealing steps per chain and side")
     parser.add_argument("--swaps", type=int, default=20, help="slab swaps per side")
+    parser.add_argument("--relax-steps", type=int, default=20, help="FIRE steps of the relaxed hop")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has "
+                        f"{os.cpu_count()})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     potential = committee()
@@ -141,10 +204,13 @@ def main() -> None:
     figures.update(slab_figures(potential, args.swaps, args.rounds))
     print(f"slab: {figures['slab_atoms']} atoms, local swap {figures['slab_local_swap_ms']:.1f} ms, full "
           f"{figures['slab_full_ms']:.1f} ms: {figures['slab_local_vs_full']:.1f}x", flush=True)
+    figures.update(relaxed_hop_figures(potential, args.relax_steps, min(args.rounds, 2)))
+    print(f"relaxed hop ({args.relax_steps} FIRE steps): local {figures['slab_hop_local_s']:.2f} s, full "
+          f"{figures['slab_hop_full_s']:.2f} s: {figures['slab_hop_local_vs_full']:.1f}x", flush=True)
     figures.update(anneal_figures(potential, args.steps, args.rounds))
     print(f"anneal: {figures['anneal_chains']} chains on {figures['anneal_sites']} sites, batched "
-          f"{figures['anneal_batched_steps_per_s']:.0f} steps/s, one at a time {figures['anneal_single_steps_per_s']:.0f}"
-          f" steps/s: {figures['anneal_batched_vs_single']:.2f}x", flush=True)
+          f"{figures['anneal_batched_steps_per_s']:.0f} steps/s, one at a time "
+          f"{figures['anneal_single_steps_per_s']:.0f} steps/s: {figures['anneal_batched_vs_single']:.2f}x", flush=True)
     print(json.dumps(figures))
 
 
