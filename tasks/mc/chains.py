@@ -145,13 +145,16 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
         proposals = [_propose(chains[k], schedule, moves, mobile) for k in live]
         requests: list[EnergyRequest] = []
         plans: list[tuple] = []
+        cell_pairs = {}
         for k, proposal in zip(live, proposals):
             chain = chains[k]
             if proposal.kind == CELL:
-                if not pairs[k].valid_for(proposal.cell):
-                    pairs[k] = site_pairs(lattice, proposal.cell, model.cutoff_A, skin_A)
+                # pairs found for the proposed cell replace the chain's only if the move is accepted:
+                # they need not hold every pair of the current cell
+                cell_pairs[k] = (pairs[k] if pairs[k].valid_for(proposal.cell)
+                                 else site_pairs(lattice, proposal.cell, model.cutoff_A, skin_A))
                 plans.append(("whole", len(requests), None))
-                requests.append(EnergyRequest(chain.occupation, proposal.cell, pairs[k]))
+                requests.append(EnergyRequest(chain.occupation, proposal.cell, cell_pairs[k]))
                 continue
             touched = pairs[k].within_cutoff(proposal.sites, chain.cell)
             if kept:
@@ -192,9 +195,7 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
                 elif kept:
                     site_energy[k][touched] = values[first][touched]
                 if proposal.kind == CELL:
-                    chain.cell = proposal.cell
-                    if not pairs[k].valid_for(chain.cell):
-                        pairs[k] = site_pairs(lattice, chain.cell, model.cutoff_A, skin_A)
+                    chain.cell, pairs[k] = proposal.cell, cell_pairs[k]
                 else:
                     chain.occupation = proposal.occupation
             chain.step += 1
