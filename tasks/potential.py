@@ -10,8 +10,9 @@ ignores it. A committee adds ``force_deviation`` (B,) and ``energy_deviation_per
 Optional capabilities, detected by the functions below rather than by the class:
   ``atomic_energy_fn(batch, pairs)``: pair vectors (P, 3) → atomic energies (M, N); a repulsion
       blend needs it, and it gives per-atom energies.
-  ``atomic_energies(batch, pairs)``: atomic energies (M, N) without gradients, by a faster path than
-      ``atomic_energy_fn`` (Monte Carlo sums them over the atoms a move touched).
+  ``atomic_energies(batch, pairs, only_atoms=None)``: atomic energies (M, N) without gradients, by a
+      faster path than ``atomic_energy_fn`` (Monte Carlo sums them over the atoms a move touched;
+      ``only_atoms`` names those, and the others' may be 0).
   ``fingerprints(batch)``: per-structure feature vectors for farthest-point selection.
   ``shares_evaluation_with(other)`` and ``evaluate_together(members, batch, pairs, ...)``: members of
       a committee that can be evaluated in one pass (Behler–Parrinello networks on one descriptor).
@@ -161,14 +162,17 @@ def atomic_energy_factory(potential):
     return getattr(potential, "atomic_energy_fn", None)
 
 
-def per_atom_energies(potential, batch: AtomsBatch, pairs: Pairs | None = None) -> torch.Tensor:
-    """Atomic energies (M, N) (M = 1 for a single model), for potentials that have them."""
+def per_atom_energies(potential, batch: AtomsBatch, pairs: Pairs | None = None,
+                      only_atoms=None) -> torch.Tensor:
+    """Atomic energies (M, N) (M = 1 for a single model), for potentials that have them. With
+    ``only_atoms`` (N,) bool, the energies of the other atoms may come back as 0 (a potential whose
+    fast path can skip them does)."""
     from tasks.nnp.graph import pair_vectors
 
     pairs = pairs if pairs is not None else batch.pairs(potential.cutoff_A)
     fast = getattr(potential, "atomic_energies", None)
     if fast is not None:
-        return fast(batch, pairs)
+        return fast(batch, pairs, only_atoms)
     factory = atomic_energy_factory(potential)
     if factory is None:
         raise TypeError(f"{type(potential).__name__} does not give energies per atom")

@@ -73,7 +73,9 @@ def centre_energies(potential, lattice: SiteLattice | None,
     from tasks.potential import per_atom_energies
 
     batch, pairs, centre_atoms, centre_sites = _local_batch(lattice, requests, potential.dtype, potential.device)
-    atomic = per_atom_energies(potential, batch, pairs).detach().cpu().numpy().astype(np.float64)
+    wanted = np.zeros(len(batch.numbers), dtype=bool)
+    wanted[centre_atoms] = True
+    atomic = per_atom_energies(potential, batch, pairs, wanted).detach().cpu().numpy().astype(np.float64)
     return atomic[:, centre_atoms], batch.system.cpu().numpy()[centre_atoms], centre_sites
 
 
@@ -125,7 +127,7 @@ def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest],
         n_atoms.append(len(atoms))
         p_i.append(local[i])
         p_j.append(local[j])
-        p_shift.append(request.pairs.shift[idx])
+        p_shift.append(np.take(request.pairs.shift, idx, axis=0))
         p_system.append(np.full(len(idx), r))
         centre_atoms.append(local[centres])
         centre_sites.append(centres)

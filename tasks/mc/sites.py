@@ -34,7 +34,7 @@ class SitePairs:
 
     i: np.ndarray
     j: np.ndarray
-    shift: np.ndarray  # (P, 3) integer cell shifts
+    shift: np.ndarray  # (P, 3) integer cell shifts, as float64 (what the potential takes)
     segment: np.ndarray  # (n_sites + 1,): pairs of site s are segment[s]:segment[s + 1]
     cell: np.ndarray  # the cell they were found in
     cutoff_A: float
@@ -55,7 +55,8 @@ class SitePairs:
         if not len(sites):
             return sites
         idx = self.of_sites(np.unique(sites))
-        vectors = (self.fractional_j[idx] - self.fractional_i[idx] + self.shift[idx]) @ cell
+        vectors = (np.take(self.fractional_j, idx, axis=0) - np.take(self.fractional_i, idx, axis=0)
+                   + np.take(self.shift, idx, axis=0)) @ cell
         near = np.einsum("px,px->p", vectors, vectors) < self.cutoff_A ** 2
         return np.union1d(sites, self.j[idx[near]])
 
@@ -75,5 +76,5 @@ def site_pairs(lattice: SiteLattice, cell: np.ndarray, cutoff_A: float, skin_A: 
         quantities="ijS")
     i, j = i.astype(np.int64), j.astype(np.int64)
     segment = np.searchsorted(i, np.arange(lattice.n_sites + 1)).astype(np.int64)
-    return SitePairs(i, j, np.asarray(s, dtype=np.int64).reshape(-1, 3), segment, np.array(cell, dtype=np.float64),
+    return SitePairs(i, j, np.asarray(s, dtype=np.float64).reshape(-1, 3), segment, np.array(cell, dtype=np.float64),
                      float(cutoff_A), reach, lattice.fractional[i], lattice.fractional[j])

@@ -419,7 +419,8 @@ def _atomic_energies(potential, systems: list[Atoms], centres: list[np.ndarray])
     batch = AtomsBatch.from_atoms(systems, dtype=potential.dtype, device=potential.device)
     centre = torch.as_tensor(np.concatenate(centres), dtype=torch.bool, device=potential.device)
     pairs = _from_centres(batch.pairs(potential.cutoff_A), centre)
-    atomic = per_atom_energies(potential, batch, pairs).mean(dim=0).detach().cpu().numpy().astype(np.float64)
+    atomic = per_atom_energies(potential, batch, pairs, centre.cpu().numpy()).mean(dim=0)
+    atomic = atomic.detach().cpu().numpy().astype(np.float64)
     parts = np.split(atomic, np.cumsum(batch.n_atoms)[:-1])
     return [values[c] for values, c in zip(parts, centres)]
 

@@ -90,8 +90,8 @@ class Committee(torch.nn.Module, SavedAsPayload):
 
     @property
     def atomic_energies(self):
-        """(batch, pairs) → atomic energies (M, N) in one pass, for members evaluated together that
-        offer it; else None (per_atom_energies then takes atomic_energy_fn)."""
+        """(batch, pairs, only_atoms) → atomic energies (M, N) in one pass, for members evaluated
+        together that offer it; else None (per_atom_energies then takes atomic_energy_fn)."""
         if self.evaluated_together and hasattr(self.members[0], "atomic_energies_together"):
             return partial(self.members[0].atomic_energies_together, list(self.members))
         return None

@@ -145,10 +145,15 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
 
 def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
                 batch: AtomsBatch, pairs: Pairs, *, forces: bool, stress: bool,
-                atom_weights: torch.Tensor | None = None, atomic: bool = False) -> dict[str, torch.Tensor]:
+                atom_weights: torch.Tensor | None = None, atomic: bool = False,
+                only_atoms: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks (AtomicNetworks).
     ``atom_weights`` (N,): forces and stress of Σ_i c_i E_i instead of Σ_i E_i (the energy stays
-    unweighted); ``atomic``: also ``atomic_energies`` (M, N) in atom order."""
+    unweighted); ``atomic``: also ``atomic_energies`` (M, N) in atom order. ``only_atoms`` (N,) bool,
+    energies only: the networks run on those atoms alone, the others' energies are 0 (Monte Carlo
+    asks for the atoms a move touched; the rest of its systems are their neighbours)."""
+    if only_atoms is not None and (forces or stress):
+        raise ValueError("only_atoms gives energies only, not forces or stress")
     with torch.no_grad():
         # nothing from the workspace leaves this function: the outputs below are fresh arrays
         layout = feature_layout(descriptor.settings, as_numpy(species))
@@ -157,12 +162,24 @@ def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Modul
         stacks = [stack.restricted(layout) for stack in stacked_networks(networks)]
         want_gradient = forces or stress
         energies, grads = [], []
+        wanted_rows = None
+        if only_atoms is not None:
+            wanted_rows = np.zeros(len(evaluated.row_of_atom), dtype=bool)
+            wanted_rows[evaluated.row_of_atom[np.asarray(only_atoms, dtype=bool)]] = True
+        first_row = 0
         for stack, block in zip(stacks, blocks):
+            rows = slice(first_row, first_row + len(block))
+            first_row += len(block)
             if len(block) == 0:
                 continue
             if want_gradient:
                 e, g = stack.energies_and_gradient(block)
                 grads.append(g)
+            elif wanted_rows is not None:
+                wanted = torch.as_tensor(wanted_rows[rows])
+                e = torch.zeros((len(networks), len(block)), dtype=block.dtype)
+                if bool(wanted.any()):
+                    e[:, wanted] = stack.energies(block[wanted])
             else:
                 e = stack.energies(block)
             energies.append(e)

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from ase.data import atomic_numbers
 
@@ -152,15 +153,19 @@ class BehlerParrinello(torch.nn.Module, SavedAsPayload):
 
         return atomic_energies
 
-    def atomic_energies(self, batch: AtomsBatch, pairs: Pairs) -> torch.Tensor:
-        """Atomic energies (1, N), no gradients: on a CPU the compiled kernels."""
-        return self.atomic_energies_together([self], batch, pairs)
+    def atomic_energies(self, batch: AtomsBatch, pairs: Pairs, only_atoms: np.ndarray | None = None) -> torch.Tensor:
+        """Atomic energies (1, N), no gradients: on a CPU the compiled kernels (see
+        atomic_energies_together for ``only_atoms``)."""
+        return self.atomic_energies_together([self], batch, pairs, only_atoms)
 
-    def atomic_energies_together(self, members, batch: AtomsBatch, pairs: Pairs) -> torch.Tensor:
-        """Atomic energies (M, N) of members sharing this descriptor, no gradients."""
+    def atomic_energies_together(self, members, batch: AtomsBatch, pairs: Pairs,
+                                 only_atoms: np.ndarray | None = None) -> torch.Tensor:
+        """Atomic energies (M, N) of members sharing this descriptor, no gradients; with
+        ``only_atoms`` (N,) bool those of the others may be 0 (the compiled kernels skip them)."""
         with torch.no_grad():
             return shared_descriptor_outputs(self.descriptor, [m.atomic for m in members], self.species(batch.numbers),
-                                             batch, pairs, forces=False, stress=False, atomic=True)["atomic_energies"]
+                                             batch, pairs, forces=False, stress=False, atomic=True,
+                                             only_atoms=only_atoms)["atomic_energies"]
 
     def fingerprints(self, batch: AtomsBatch, pairs: Pairs | None = None) -> torch.Tensor:
         """(B, n_elements · n_features): per structure, the mean of the normalised descriptors over
@@ -209,10 +214,11 @@ class BehlerParrinello(torch.nn.Module, SavedAsPayload):
 
 def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: torch.Tensor, batch: AtomsBatch,
                               pairs: Pairs | None, *, forces: bool, stress: bool, atom_weights: torch.Tensor | None = None,
-                              atomic: bool = False) -> dict[str, torch.Tensor]:
+                              atomic: bool = False, only_atoms: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """energy (M, B), forces (M, N, 3), stress (M, B, 6) of M networks on one descriptor evaluation;
     with ``atom_weights`` (N,) forces and stress are those of Σ_i c_i E_i (a repulsion blend's
-    share of the network), with ``atomic`` the atomic energies (M, N) come too.
+    share of the network), with ``atomic`` the atomic energies (M, N) come too (on a CPU only those
+    of ``only_atoms``, if given: cpu_inference.cpu_outputs).
 
     On a CPU the compiled kernels do it (cpu_inference.py). Elsewhere autograd runs only through
     the small per-element networks (dE/dG); the descriptor's analytic factors are contracted with
@@ -220,7 +226,7 @@ def shared_descriptor_outputs(descriptor: SymmetryFunctions, networks, species: 
     pairs = pairs if pairs is not None else batch.pairs(descriptor.max_cutoff_A)
     if batch.device.type == "cpu":
         return cpu_outputs(descriptor, networks, species, batch, pairs, forces=forces, stress=stress,
-                           atom_weights=atom_weights, atomic=atomic)
+                           atom_weights=atom_weights, atomic=atomic, only_atoms=only_atoms)
     with torch.no_grad():
         vectors = pair_vectors(batch.positions, batch.cells, pairs)
         terms = descriptor.terms(vectors, species, pairs)
