@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="phase-diagram stores: the relaxed structures on the hull instead, to OUT.extxyz or OUT.cif")
     p.add_argument("--minima", action="store_true",
                    help="anneal stores: each chain's lowest minimum instead (for a phase diagram's hull.structures)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="slab_mc stores: every chain's snapshots instead, to OUT.extxyz")
     p.add_argument("out", type=Path)
     return parser
 
@@ -122,9 +124,11 @@ def _export(args) -> int:
     if args.type_map is not None and args.fmt != "deepmd":
         print("error: --type-map applies to --to deepmd only", file=sys.stderr)
         return EXIT_BAD_INPUT
-    chosen = "--hull" if args.hull else "--minima" if args.minima else None
-    if args.hull and args.minima:
-        print("error: give --hull or --minima, not both", file=sys.stderr)
+    given = [flag for flag, on in (("--hull", args.hull), ("--minima", args.minima),
+                                   ("--snapshots", args.snapshots)) if on]
+    chosen = given[0] if given else None
+    if len(given) > 1:
+        print(f"error: give one of --hull, --minima and --snapshots, not {' and '.join(given)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if chosen and args.fmt != "extxyz":
         print(f"error: {chosen} writes extxyz or CIF (by the file's suffix), not --to deepmd", file=sys.stderr)
@@ -141,6 +145,11 @@ def _export(args) -> int:
 
             structures = lowest_minima(store)
             print(f"wrote {export_structures(structures, args.out)} annealing minima to {args.out}")
+        elif args.snapshots:
+            from campaign.recipes.slab_report import snapshot_structures
+
+            structures = snapshot_structures(store)
+            print(f"wrote {export_structures(structures, args.out)} slab snapshots to {args.out}")
         elif args.fmt == "deepmd":
             done = export_deepmd(iter_frames(store), args.out, args.type_map)
             print(f"wrote {done.frames} frames in {done.systems} DeePMD systems (type map "

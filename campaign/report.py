@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from campaign.recipe import recipe_for, store_recipe_kind
 from storage import CampaignStore
@@ -28,3 +31,30 @@ def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     fig.clf()
     return path
+
+
+def rows_by_chain(table: dict) -> dict[str, np.ndarray]:
+    """chain name → its rows of a table read with ``chain`` and ``step`` columns, in step order."""
+    chains = np.array([str(c) for c in table["chain"]])
+    return {c: np.flatnonzero(chains == c)[np.argsort(table["step"][chains == c], kind="stable")]
+            for c in sorted(set(chains.tolist()))}
+
+
+def acceptance_figure(trace: dict, moves: Sequence[str], path: Path) -> Path:
+    """Accepted fraction of each kind of move per trace interval, one panel per kind and a line per
+    chain, from a Monte Carlo trace read with chain, step and the cumulative proposed and accepted
+    (columns in the order of ``moves``)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(moves), figsize=(5 * len(moves), 3.8), sharey=True, squeeze=False)
+    for chain, rows in rows_by_chain(trace).items():
+        proposed, accepted = np.diff(trace["proposed"][rows], axis=0), np.diff(trace["accepted"][rows], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = accepted / proposed
+        for move, ax in enumerate(axes[0]):
+            ax.plot(trace["step"][rows][1:], rate[:, move], lw=0.8, label=chain)
+    for ax, name in zip(axes[0], moves):
+        ax.set_title(f"{name} moves", fontsize=9)
+        ax.set_xlabel("Monte Carlo step")
+    axes[0][0].set_ylabel("accepted fraction")
+    axes[0][-1].legend(fontsize=7)
+    return save_figure(fig, path)

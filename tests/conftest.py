@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import yaml
 import zarr
 from distributed import Client, LocalCluster
 
+from storage import CampaignStore
+from storage.errors import StoreError
 from storage.schema import ZARR_NAME
 
 
@@ -93,3 +101,40 @@ def rattled_sheets_and_one_without_mo(n_rattled: int) -> list:
     for k, s in enumerate(structures):
         s.positions_A[:] += np.random.default_rng(k).normal(0.0, 0.05, s.positions_A.shape)
     return structures + [Structure.from_atoms(vacancy(base, "Mo", 4, np.random.default_rng(0)))]
+
+
+def done_in_stage(store_dir: Path, stage: str) -> int:
+    """Items the store's ledger marks done in ``stage`` (0 while the store does not exist yet)."""
+    try:
+        with CampaignStore.open(store_dir) as store:
+            ledger = store.read("ledger", ["stage", "status"])
+    except (StoreError, KeyError):
+        return 0
+    return sum(1 for s, st in zip(ledger["stage"], ledger["status"]) if s == stage and st == "done")
+
+
+def launch_cli(spec: Path) -> subprocess.CompletedProcess:
+    """``campaign launch SPEC`` in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "campaign.cli", "launch", str(spec), "--no-progress"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def sorted_rows(table: dict, *by: str) -> dict:
+    """A table's rows sorted by the columns ``by`` (strings compared as text)."""
+    order = np.lexsort(tuple(np.asarray([str(v) for v in table[b]]) if table[b].dtype == object else table[b]
+                             for b in reversed(by)))
+    return {k: v[order] for k, v in table.items()}
+
+
+def kill_launch_once_done(spec: Path, store_dir: Path, stage: str, count: int = 1, timeout_s: float = 600) -> None:
+    """``campaign launch SPEC`` in a fresh interpreter, killed (SIGKILL) as soon as ``count`` items of
+    ``stage`` are committed."""
+    proc = subprocess.Popen([sys.executable, "-m", "campaign.cli", "launch", str(spec), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while done_in_stage(store_dir, stage) < count:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"no {stage} item finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -4,10 +4,8 @@ uninterrupted run writes (checkpoints, RNG states, traces, minima); every stored
 equals the committee's own evaluation of that structure; bad specs are refused before the store is
 touched."""
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,12 @@ from ase.io import read
 
 from campaign.recipes.anneal_tables import ANNEAL_CHECKPOINTS, ANNEAL_LAYERS, ANNEAL_MINIMA, ANNEAL_TRACE
 from storage import CampaignStore
-from storage.errors import StoreError
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.committee import Committee
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings
 from tasks.potential import load_potential
+from tests.conftest import kill_launch_once_done, launch_cli, sorted_rows
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 
@@ -49,50 +47,23 @@ def anneal_spec(directory: Path, potential: Path, **changes) -> Path:
     return path
 
 
-def _done(store_dir: Path, stage: str) -> int:
-    try:
-        with CampaignStore.open(store_dir) as store:
-            ledger = store.read("ledger", ["stage", "status"])
-    except (StoreError, KeyError):
-        return 0
-    return sum(1 for s, st in zip(ledger["stage"], ledger["status"]) if s == stage and st == "done")
-
-
-def _launch(spec: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True, timeout=900)
-
-
-def _sorted(table: dict, *by: str) -> dict:
-    order = np.lexsort(tuple(np.asarray([str(v) for v in table[b]]) if table[b].dtype == object else table[b]
-                             for b in reversed(by)))
-    return {k: v[order] for k, v in table.items()}
-
-
 @pytest.mark.slow
 def test_a_killed_anneal_resumes_onto_the_uninterrupted_trajectory(tmp_path, committee_file):
     whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
     whole_dir.mkdir()
     killed_dir.mkdir()
     whole, killed = anneal_spec(whole_dir, committee_file), anneal_spec(killed_dir, committee_file)
-    done = _launch(whole)
+    done = launch_cli(whole)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    proc = subprocess.Popen([*CLI, "launch", str(killed), "--no-progress"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while _done(killed_dir / "store", "anneal-segment2") < 1:
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "no second segment finished"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = _launch(killed)
+    kill_launch_once_done(killed, killed_dir / "store", "anneal-segment2")
+    resumed = launch_cli(killed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already done before this launch" in resumed.stdout
 
     stores = [CampaignStore.open(d / "store") for d in (whole_dir, killed_dir)]
     try:
-        frames = [_sorted(s.read(ANNEAL_CHECKPOINTS.frames), "chain", "segment") for s in stores]
+        frames = [sorted_rows(s.read(ANNEAL_CHECKPOINTS.frames), "chain", "segment") for s in stores]
         assert len(frames[0]["chain"]) == 2 * 4, "two chains, four segments of 20 steps"
         for name in ("chain", "segment", "step", "energy_eV", "rng_state", "proposed", "accepted", "best_energy_eV",
                      "cell_A"):
@@ -101,10 +72,10 @@ def test_a_killed_anneal_resumes_onto_the_uninterrupted_trajectory(tmp_path, com
         for k in range(len(frames[0]["chain"])):
             rows = [slice(int(f["atom_start"][k]), int(f["atom_start"][k] + f["n_atoms"][k])) for f in frames]
             assert np.array_equal(sites[0][rows[0]], sites[1][rows[1]])
-        traces = [_sorted(s.read(ANNEAL_TRACE), "chain", "step") for s in stores]
+        traces = [sorted_rows(s.read(ANNEAL_TRACE), "chain", "step") for s in stores]
         for name in ("step", "temperature_K", "energy_eV", "volume_A3", "accepted"):
             assert np.array_equal(traces[0][name], traces[1][name]), name
-        minima = [_sorted(s.read(ANNEAL_MINIMA.frames), "chain", "cycle") for s in stores]
+        minima = [sorted_rows(s.read(ANNEAL_MINIMA.frames), "chain", "cycle") for s in stores]
         assert len(minima[0]["chain"]) == 2 * 2, "a minimum per chain and cycle"
         assert np.array_equal(minima[0]["energy_eV"], minima[1]["energy_eV"])
         layers = stores[0].read(ANNEAL_LAYERS)
@@ -147,7 +118,7 @@ def test_a_killed_anneal_resumes_onto_the_uninterrupted_trajectory(tmp_path, com
 ])
 def test_bad_anneal_specs_are_refused_before_the_store_exists(tmp_path, committee_file, change, message):
     spec = anneal_spec(tmp_path, committee_file, **change)
-    result = _launch(spec)
+    result = launch_cli(spec)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "store").exists()
@@ -158,6 +129,6 @@ def test_a_potential_without_the_lattice_elements_is_refused(tmp_path):
                              hidden=(4,))
     path = tmp_path / "mos.pt"
     BehlerParrinello(settings, seed=0).save(path)
-    result = _launch(anneal_spec(tmp_path, path))
+    result = launch_cli(anneal_spec(tmp_path, path))
     assert result.returncode == 2 and "knows ['Mo', 'S'], not ['Cr']" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "store").exists()

@@ -5,10 +5,8 @@ its calculator. Enumeration against icet in one process, ranking energies agains
 directly, a killed driver resumed without losing or repeating work."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,10 +18,10 @@ from icet.tools import enumerate_structures
 
 from campaign.recipes.phase_tables import PHASE_AGREEMENT, PHASE_CE_ROUNDS, PHASE_CELLS, PHASE_HULL, PHASE_RANKED
 from storage import CampaignStore
-from storage.errors import StoreError
 from tasks.ase_potential import AseCalculatorPotential
 from tasks.phase.cells import without_vacancies
 from tasks.phase.lattice import Lattice
+from tests.conftest import kill_launch_once_done
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 TBLITE = {"method": "GFN1-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
@@ -67,15 +65,6 @@ def icet_cells(max_cells: int, fractions) -> list:
                                           concentration_restrictions={"X": (x / 2 - 1e-9, x / 2 + 1e-9)})]
 
 
-def _done(store_dir: Path, stage: str) -> int:
-    try:
-        with CampaignStore.open(store_dir) as store:
-            ledger = store.read("ledger", ["stage", "status"])
-    except (StoreError, KeyError):
-        return 0
-    return sum(1 for s, st in zip(ledger["stage"], ledger["status"]) if s == stage and st == "done")
-
-
 def cr3s4_file(directory: Path) -> Path:
     """A Cr3S4 cell (x = 1/4): a NiAs 2×1×1 cell with one Cr taken out, as another recipe's minimum."""
     from ase.io import write
@@ -107,15 +96,7 @@ def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential)
     spec = phase_spec(tmp_path, tblite_potential, hull={"structures": [{"file": str(cr3s4_file(tmp_path))}]})
     store_dir = tmp_path / "store"
     for stage in ("phase-enumerate", "phase-rank"):  # kill the driver inside each, then go on
-        proc = subprocess.Popen([*CLI, "launch", str(spec), "--no-progress"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        deadline = time.monotonic() + 900
-        while _done(store_dir, stage) < 1:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, f"no {stage} item finished"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_launch_once_done(spec, store_dir, stage, timeout_s=900)
     final = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True, timeout=1200)
     assert final.returncode == 0, final.stderr[-3000:]
 

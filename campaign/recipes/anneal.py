@@ -112,18 +112,21 @@ class AnnealSpec(RecipeSpec):
         return self
 
     def fractions(self) -> list[Fraction]:
-        out = []
-        for value in self.vacancy_fractions:
-            try:
-                x = Fraction(str(value)).limit_denominator(10_000)
-            except (ValueError, ZeroDivisionError):
-                raise ValueError(f"vacancy fraction {value!r} is not a number or a fraction") from None
-            if not 0 <= x < 1:
-                raise ValueError(f"vacancy fraction {value!r} must lie in [0, 1)")
-            out.append(x)
+        out = [vacancy_fraction(value) for value in self.vacancy_fractions]
         if len(set(out)) != len(out):
             raise ValueError(f"vacancy fractions repeat: {self.vacancy_fractions}")
         return out
+
+
+def vacancy_fraction(value: float | str) -> Fraction:
+    """x of M(1−x)A from a number or a fraction such as '1/3'; ValueError outside [0, 1)."""
+    try:
+        x = Fraction(str(value)).limit_denominator(10_000)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"vacancy fraction {value!r} is not a number or a fraction") from None
+    if not 0 <= x < 1:
+        raise ValueError(f"vacancy fraction {value!r} must lie in [0, 1)")
+    return x
 
 
 # -- plan -----------------------------------------------------------------------------------------
@@ -183,18 +186,19 @@ def first_stage(spec: CampaignSpec) -> Stage:
         raise SpecError(f"recipe.supercell: {error}") from None
     starts = chain_starts(recipe, cell)
     files = potential_files(recipe.potential, require_atomic_energies)
-    _check_elements(files, lattice)
+    check_elements(files, {lattice.metal, lattice.anion}, "the lattice")
     items = [WorkItem(group_key(recipe, files, g, 0), SegmentJob(g, 0, None)) for g in groups_of(recipe, starts)]
     return segment_stage(recipe, cell, files, items, 0, False)
 
 
-def _check_elements(files: PotentialFiles, lattice) -> None:
+def check_elements(files: PotentialFiles, needed: set[str], of: str) -> None:
+    """SpecError unless the potential knows every element ``needed`` (those ``of`` what it will see)."""
     from tasks.potential import load_potential
 
     known = set(load_potential(files.models[0]).elements)
-    missing = {lattice.metal, lattice.anion} - known
+    missing = needed - known
     if missing:
-        raise SpecError(f"recipe.potential knows {sorted(known)}, not {sorted(missing)} of the lattice")
+        raise SpecError(f"recipe.potential knows {sorted(known)}, not {sorted(missing)} of {of}")
 
 
 # -- run ------------------------------------------------------------------------------------------

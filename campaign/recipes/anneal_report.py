@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from campaign.recipes.anneal_tables import ANNEAL_CHECKPOINTS, ANNEAL_LAYERS, ANNEAL_MINIMA, ANNEAL_TRACE
-from campaign.report import pyplot, save_figure
+from campaign.report import acceptance_figure, pyplot, rows_by_chain, save_figure
 from storage import CampaignStore
 
 
@@ -95,17 +95,11 @@ def write_figures(store: CampaignStore, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _by_chain(table: dict) -> dict[str, np.ndarray]:
-    chains = np.array([str(c) for c in table["chain"]])
-    return {c: np.flatnonzero(chains == c)[np.argsort(table["step"][chains == c], kind="stable")]
-            for c in sorted(set(chains.tolist()))}
-
-
 def _energy(store: CampaignStore, out_dir: Path) -> Path:
     """One panel per composition: energies of different x differ by far more than annealing moves them."""
     plt = pyplot()
     trace = store.read(ANNEAL_TRACE, ["chain", "vacancy_fraction", "step", "energy_eV_per_atom"])
-    chains = _by_chain(trace)
+    chains = rows_by_chain(trace)
     xs = sorted({float(trace["vacancy_fraction"][rows[0]]) for rows in chains.values()})
     fig, axes = plt.subplots(1, len(xs), figsize=(4.2 * len(xs), 3.6), squeeze=False)
     for chain, rows in chains.items():
@@ -120,21 +114,8 @@ def _energy(store: CampaignStore, out_dir: Path) -> Path:
 
 
 def _acceptance(store: CampaignStore, out_dir: Path) -> Path:
-    plt = pyplot()
     trace = store.read(ANNEAL_TRACE, ["chain", "step", "proposed", "accepted"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for chain, rows in _by_chain(trace).items():
-        proposed, accepted = np.diff(trace["proposed"][rows], axis=0), np.diff(trace["accepted"][rows], axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = accepted / proposed
-        for move, ax in enumerate(axes):
-            ax.plot(trace["step"][rows][1:], rate[:, move], lw=0.8, label=chain)
-    for ax, name in zip(axes, ("swap", "cell")):
-        ax.set_title(f"{name} moves", fontsize=9)
-        ax.set_xlabel("Monte Carlo step")
-    axes[0].set_ylabel("accepted fraction")
-    axes[1].legend(fontsize=7)
-    return save_figure(fig, out_dir / "acceptance.png")
+    return acceptance_figure(trace, ("swap", "cell"), out_dir / "acceptance.png")
 
 
 def _layers(store: CampaignStore, out_dir: Path) -> Path:

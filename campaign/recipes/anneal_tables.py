@@ -20,7 +20,7 @@ import numpy as np
 
 from campaign.stage import WorkItem
 from storage import CampaignStore
-from storage.tables import columnar, structure_rows, structure_tables
+from storage.tables import StructureBlock, StructureTables, columnar, structure_rows, structure_tables
 from tasks.mc.anneal import AnnealCell, SegmentJob, SegmentResult
 from tasks.outcome import Outcome
 
@@ -127,16 +127,18 @@ def _columns(table, values: dict) -> dict:
     return {c.name: np.array(values[c.name], dtype=c.numpy_dtype).reshape(-1, *c.inner_shape) for c in table.columns}
 
 
+def keyed_structures(store: CampaignStore, shape: StructureTables, key: str) -> tuple[StructureBlock, list[dict]]:
+    """The rows of a ragged structures table that the item ``key`` wrote, and each row's frame values."""
+    rows = np.flatnonzero(store.read(shape.frames, ["key"])["key"] == key)
+    block = store.read_structures(shape, rows if len(rows) else slice(0, 0))
+    return block, [{name: block.frames[name][k] for name in block.frames} for k in range(len(block))]
+
+
 def checkpoint_records(store: CampaignStore, key: str) -> dict[str, dict]:
     """chain name → the checkpoint record (ChainState.to_record) a segment ``key`` left."""
-    frames = store.read(ANNEAL_CHECKPOINTS.frames, ["key"])
-    rows = np.flatnonzero(frames["key"] == key)
-    if not len(rows):
-        return {}
-    block = store.read_structures(ANNEAL_CHECKPOINTS, rows)
+    block, frames = keyed_structures(store, ANNEAL_CHECKPOINTS, key)
     out = {}
-    for k in range(len(block)):
-        f = {name: block.frames[name][k] for name in block.frames}
+    for k, f in enumerate(frames):
         out[str(f["chain"])] = {
             "occupation": block.atom_values("numbers", k).astype(np.int64), "cell": f["cell_A"],
             "energy_eV": float(f["energy_eV"]), "seed": int(f["seed"]), "rng_state": str(f["rng_state"]),

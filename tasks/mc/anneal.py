@@ -76,7 +76,11 @@ def anneal_cell(lattice: Lattice, supercell: Sequence[Sequence[int]]) -> AnnealC
 
 def vacancy_count(cell: AnnealCell, vacancy_fraction: float) -> int:
     """Vacancies of a composition: ValueError unless x × metal sites is a whole number."""
-    n_metal = len(cell.metal_sites)
+    return vacancies_on(len(cell.metal_sites), vacancy_fraction)
+
+
+def vacancies_on(n_metal: int, vacancy_fraction: float) -> int:
+    """Vacancies of a composition on ``n_metal`` metal sites: ValueError unless x × sites is whole."""
     count = vacancy_fraction * n_metal
     if abs(count - round(count)) > 1e-6:
         raise ValueError(f"x = {vacancy_fraction:g} is not reachable with {n_metal} metal sites "

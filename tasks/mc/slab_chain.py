@@ -132,6 +132,15 @@ class SlabChain:
                    blocked=int(record["blocked"]))
 
 
+def check_vacuum(slab: Slab, positions: np.ndarray, cutoff_A: float) -> None:
+    """ValueError unless the vacuum keeps the slab from its periodic image along z (the cell is
+    periodic there): more than the potential's cutoff and 1 Å to spare."""
+    vacuum_A = slab.cell[2, 2] - np.ptp(positions[:, 2])
+    if vacuum_A <= cutoff_A + 1.0:
+        raise ValueError(f"the vacuum ({vacuum_A:.1f} Å) must exceed the potential's cutoff ({cutoff_A} Å) by "
+                         "more than 1 Å")
+
+
 def new_slab_chain(potential, slab: Slab, seed: int, site_atom: np.ndarray | None = None) -> SlabChain:
     """A chain at step 0 from the slab's built configuration, or with the slab's metal atoms put on
     the sites ``site_atom`` gives (at the ideal sites); ``seed`` alone decides its moves."""
@@ -143,10 +152,7 @@ def new_slab_chain(potential, slab: Slab, seed: int, site_atom: np.ndarray | Non
         if not np.array_equal(np.sort(site_atom), np.sort(slab.site_atom)):
             raise ValueError("site_atom must place the slab's metal atoms, each on one site")
         positions[site_atom[site_atom >= 0]] = slab.sites[site_atom >= 0]
-    extent = np.ptp(positions[:, 2])
-    if slab.cell[2, 2] - extent <= potential.cutoff_A + 1.0:
-        raise ValueError(f"the vacuum ({slab.cell[2, 2] - extent:.1f} Å) must exceed the potential's cutoff "
-                         f"({potential.cutoff_A} Å) by more than 1 Å")
+    check_vacuum(slab, positions, potential.cutoff_A)
     everything = np.ones(slab.n_atoms, dtype=bool)
     (energies,) = _atomic_energies(potential, [slab.atoms(positions)], [everything])
     vacancy_site = np.flatnonzero(site_atom < 0)
@@ -430,6 +436,11 @@ def _row(chain: SlabChain, slab: Slab, temperature_K: float) -> tuple:
     return (chain.step, temperature_K, chain.energy_eV, slab.area_A2 * thickness, chain.proposed.copy(),
             chain.accepted.copy(), thickness, layer_thicknesses_A(slab, chain.positions),
             metal_per_layer(slab, chain.site_atom), chain.blocked, chain.jumps.copy())
+
+
+def trace_now(chain: SlabChain, slab: Slab, temperature_K: float) -> SlabTrace:
+    """The chain's trace row as it stands (one row), e.g. at step 0 before any move."""
+    return _trace([_row(chain, slab, temperature_K)], slab)
 
 
 def _trace(rows: list[tuple], slab: Slab) -> SlabTrace:
