@@ -64,6 +64,7 @@ class Recipe:
     kind: ClassVar[str]
     spec: ClassVar[type["RecipeSpec"]]
     tables: ClassVar[tuple[Table, ...]] = ()  # declared in the store by every launch
+    labels: ClassVar[bool] = True  # False: the recipe never runs the labeler (a potential does its work)
 
     def plan(self, spec: "CampaignSpec") -> list["Stage"]:
         """Read and check every input (before the store is touched) and return the first stages."""
@@ -76,9 +77,11 @@ class Recipe:
     def cells_to_label(self, spec: "CampaignSpec", stages: Sequence["Stage"]) -> list["Structure"]:
         """The cells the labeler will see, for the sampling rule (tasks.cell_validity) that launch
         checks: every structure planned in ``stages``; recipes that label what they make later
-        (exploration snapshots) add the cells those come from."""
+        (exploration snapshots) add the cells those come from. A recipe that never labels: none."""
         from tasks.structures import Structure
 
+        if not self.labels:
+            return []
         return [item.payload for stage in stages for item in stage.items if isinstance(item.payload, Structure)]
 
     def status(self, store: "CampaignStore") -> dict:

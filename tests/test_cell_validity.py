@@ -37,10 +37,10 @@ def crs(supercell) -> Structure:
 def test_every_example_labels_only_cells_its_labeler_gets_right(example):
     spec = load_spec(example)
     recipe = recipe_for(spec.recipe.kind)
-    cells = [] if spec.recipe.kind == "irradiation" else recipe.cells_to_label(spec, build_stages(spec))
-    if spec.recipe.kind == "irradiation":  # labels nothing (and needs its potential's store to plan)
+    if not recipe.labels:  # a potential does the work (and planning needs its store, another example's run)
         assert recipe.cells_to_label(spec, []) == []
         return
+    cells = recipe.cells_to_label(spec, build_stages(spec))
     assert any(np.any(c.pbc) for c in cells)
     assert cell_problems(cells, spec.labeler) == []
 

@@ -34,7 +34,6 @@ from tasks.mc.anneal import AnnealCell, ChainStart, SegmentJob, SegmentSettings,
 from tasks.mc.schedule import GeometricCycles, MoveSettings
 from tasks.potential import PotentialFiles
 from tasks.settings import StrictModel
-from tasks.structures import Structure
 
 TASK = "anneal-segment"
 VERSION = 1
@@ -232,15 +231,13 @@ class AnnealRecipe(Recipe):
     kind = "anneal"
     spec = AnnealSpec
     tables = TABLES
+    labels = False
 
     def plan(self, spec: CampaignSpec) -> list[Stage]:
         return [first_stage(spec)]
 
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
         return run_anneal(context, stages)
-
-    def cells_to_label(self, spec: CampaignSpec, stages: Sequence[Stage]) -> list[Structure]:
-        return []  # nothing is labeled
 
     def status(self, store: CampaignStore) -> dict:
         from campaign.recipes.anneal_report import status_rows

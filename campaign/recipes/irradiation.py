@@ -254,15 +254,13 @@ class IrradiationRecipe(Recipe):
     kind = "irradiation"
     spec = IrradiationSpec
     tables = (IRR_IMPACTS, IRR_SPUTTERED, *IRR_END.tables, IRR_YIELDS)
+    labels = False
 
     def plan(self, spec: CampaignSpec) -> list[Stage]:
         return [first_stage(spec)]
 
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
         return run_irradiation(context, stages)
-
-    def cells_to_label(self, spec: CampaignSpec, stages: Sequence[Stage]) -> list[Structure]:
-        return []  # nothing is labeled
 
     def status(self, store: CampaignStore) -> dict:
         from campaign.recipes.irradiation_tables import status_rows

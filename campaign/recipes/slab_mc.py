@@ -37,7 +37,6 @@ from tasks.mc.slab_chain import RelaxSchedule, SlabMoves, check_vacuum
 from tasks.mc.slab_task import SlabSegmentJob, SlabSegmentSettings, SlabStart, slab_segments
 from tasks.potential import PotentialFiles
 from tasks.settings import StrictModel
-from tasks.structures import Structure
 
 TASK = "slab-mc-segment"
 VERSION = 1
@@ -289,15 +288,13 @@ class SlabMcRecipe(Recipe):
     kind = "slab_mc"
     spec = SlabMcSpec
     tables = TABLES
+    labels = False
 
     def plan(self, spec: CampaignSpec) -> list[Stage]:
         return [first_stage(spec)]
 
     def run(self, context: RunContext, stages: Sequence[Stage]) -> list:
         return run_slab(context, stages)
-
-    def cells_to_label(self, spec: CampaignSpec, stages: Sequence[Stage]) -> list[Structure]:
-        return []  # nothing is labeled
 
     def status(self, store: CampaignStore) -> dict:
         from campaign.recipes.slab_report import status_rows
