@@ -25,7 +25,8 @@ from campaign.keys import derive_seed, task_key
 from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.anneal_tables import TABLES, checkpoint_records, segment_rows
 from campaign.recipes.phase_diagram import LatticeSpec
-from campaign.recipes.potential_source import PotentialSource, potential_files
+from campaign.recipes.chain_segments import groups_of, monte_carlo_potential, run_segments
+from campaign.recipes.potential_source import PotentialSource
 from campaign.spec import CampaignSpec, RecipeSpec
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
@@ -129,14 +130,6 @@ def vacancy_fraction(value: float | str) -> Fraction:
 
 
 # -- plan -----------------------------------------------------------------------------------------
-def require_atomic_energies(model, where: str) -> None:
-    from tasks.potential import atomic_energy_factory
-
-    if getattr(model, "atomic_energies", None) is None and atomic_energy_factory(model) is None:
-        raise SpecError(f"recipe.potential: {where} gives no energies per atom, which the Monte Carlo's local "
-                        "energy updates need (Behler–Parrinello networks, committees and blends of them do)")
-
-
 def chain_starts(recipe: AnnealSpec, cell: AnnealCell) -> list[ChainStart]:
     starts = []
     for x in recipe.fractions():
@@ -164,11 +157,6 @@ def group_key(recipe: AnnealSpec, files: PotentialFiles, group: Sequence[ChainSt
     return task_key(TASK, VERSION, inputs, recipe.seed)
 
 
-def groups_of(recipe: AnnealSpec, starts: list[ChainStart]) -> list[tuple[ChainStart, ...]]:
-    n = recipe.chains_per_task
-    return [tuple(starts[k:k + n]) for k in range(0, len(starts), n)]
-
-
 def segment_stage(recipe: AnnealSpec, cell: AnnealCell, files: PotentialFiles, items: list[WorkItem], segment: int,
                   gpu: bool) -> Stage:
     return Stage(f"anneal-segment{segment + 1}", items, anneal_segments,
@@ -184,20 +172,10 @@ def first_stage(spec: CampaignSpec) -> Stage:
     except Exception as error:  # noqa: BLE001 - ase's supercell builder on a bad matrix
         raise SpecError(f"recipe.supercell: {error}") from None
     starts = chain_starts(recipe, cell)
-    files = potential_files(recipe.potential, require_atomic_energies)
-    check_elements(files, {lattice.metal, lattice.anion}, "the lattice")
-    items = [WorkItem(group_key(recipe, files, g, 0), SegmentJob(g, 0, None)) for g in groups_of(recipe, starts)]
+    files, _ = monte_carlo_potential(recipe.potential, {lattice.metal, lattice.anion}, "the lattice")
+    items = [WorkItem(group_key(recipe, files, g, 0), SegmentJob(g, 0, None))
+             for g in groups_of(starts, recipe.chains_per_task)]
     return segment_stage(recipe, cell, files, items, 0, False)
-
-
-def check_elements(files: PotentialFiles, needed: set[str], of: str) -> None:
-    """SpecError unless the potential knows every element ``needed`` (those ``of`` what it will see)."""
-    from tasks.potential import load_potential
-
-    known = set(load_potential(files.models[0]).elements)
-    missing = needed - known
-    if missing:
-        raise SpecError(f"recipe.potential knows {sorted(known)}, not {sorted(missing)} of {of}")
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -205,25 +183,11 @@ def run_anneal(context: RunContext, stages: Sequence[Stage]) -> list:
     recipe: AnnealSpec = context.spec.recipe
     first = stages[0]
     cell, files = first.kwargs["cell"], first.kwargs["potential"]
-    settings = segment_settings(recipe)
-    groups = [item.payload.chains for item in first.items]
-    reports = []
-    for segment in range(settings.n_segments):
-        items = []
-        for group in groups:
-            key = group_key(recipe, files, group, segment)
-            if segment == 0:
-                items.append(WorkItem(key, SegmentJob(group, 0, None)))
-                continue
-            records = checkpoint_records(context.store, group_key(recipe, files, group, segment - 1))
-            if len(records) != len(group):
-                continue  # its previous segment failed: nothing to continue from
-            items.append(WorkItem(key, SegmentJob(group, segment, tuple(records[c.name] for c in group))))
-        if not items:
-            context.say(f"segment {segment + 1}: no group has a checkpoint to continue from; stopping")
-            break
-        reports.append(context.run(segment_stage(recipe, cell, files, items, segment, context.gpu)).report)
-    return reports
+    return run_segments(
+        context, [item.payload.chains for item in first.items], segment_settings(recipe).n_segments,
+        key_of=lambda group, segment: group_key(recipe, files, group, segment),
+        job_of=SegmentJob, records_of=lambda key: checkpoint_records(context.store, key),
+        stage_of=lambda items, segment: segment_stage(recipe, cell, files, items, segment, context.gpu))
 
 
 @register

@@ -23,9 +23,10 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from campaign.errors import SpecError
 from campaign.keys import derive_seed, task_key
 from campaign.recipe import Recipe, RunContext, register
-from campaign.recipes.anneal import check_elements, groups_of, require_atomic_energies, vacancy_fraction
+from campaign.recipes.anneal import vacancy_fraction
+from campaign.recipes.chain_segments import groups_of, monte_carlo_potential, run_segments
 from campaign.recipes.phase_diagram import LatticeSpec
-from campaign.recipes.potential_source import PotentialSource, potential_files
+from campaign.recipes.potential_source import PotentialSource
 from campaign.recipes.slab_tables import TABLES, chain_plateaus, checkpoint_records, segment_rows
 from campaign.spec import CampaignSpec, RecipeSpec
 from campaign.stage import Stage, WorkItem
@@ -229,23 +230,15 @@ def segment_stage(recipe: SlabMcSpec, slab: Slab, files: PotentialFiles, items: 
 def first_stage(spec: CampaignSpec) -> Stage:
     recipe: SlabMcSpec = spec.recipe
     slab = recipe.slab.build(derive_seed(recipe.seed, "slab_mc", "slab"))
-    files = potential_files(recipe.potential, require_atomic_energies)
-    check_elements(files, set(slab.atoms().get_chemical_symbols()), "the slab")
-    _check_vacuum(files, slab)
-    starts = [SlabStart(f"r{r}", r, derive_seed(recipe.seed, "slab_mc", r)) for r in range(recipe.replicas)]
-    items = [WorkItem(segment_key(recipe, slab, files, g, 0), SlabSegmentJob(g, 0, None))
-             for g in groups_of(recipe, starts)]
-    return segment_stage(recipe, slab, files, items, 0, False)
-
-
-def _check_vacuum(files: PotentialFiles, slab: Slab) -> None:
-    from tasks.potential import load_potential
-
-    cutoff_A = max(load_potential(m).cutoff_A for m in files.models)
+    files, cutoff_A = monte_carlo_potential(recipe.potential, set(slab.atoms().get_chemical_symbols()), "the slab")
     try:
         check_vacuum(slab, slab.positions, cutoff_A)
     except ValueError as error:
         raise SpecError(f"recipe.slab: {error}") from None
+    starts = [SlabStart(f"r{r}", r, derive_seed(recipe.seed, "slab_mc", r)) for r in range(recipe.replicas)]
+    items = [WorkItem(segment_key(recipe, slab, files, g, 0), SlabSegmentJob(g, 0, None))
+             for g in groups_of(starts, recipe.chains_per_task)]
+    return segment_stage(recipe, slab, files, items, 0, False)
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -253,34 +246,20 @@ def run_slab(context: RunContext, stages: Sequence[Stage]) -> list:
     recipe: SlabMcSpec = context.spec.recipe
     first = stages[0]
     slab, files, settings = first.kwargs["slab"], first.kwargs["potential"], first.kwargs["settings"]
-    groups = [item.payload.chains for item in first.items]
-    previous: list[str | None] = [None] * len(groups)  # each group's last segment key
-    reports = []
-    for segment in range(settings.n_segments):
-        plateaus = {}
-        if segment and recipe.stop is not None:
-            plateaus = chain_plateaus(context.store, slab.n_atoms, recipe.stop.window_steps,
-                                      recipe.stop.tolerance_meV_per_atom / 1000)
-        items = []
-        for g, group in enumerate(groups):
-            records = None
-            if segment:
-                records = checkpoint_records(context.store, previous[g]) if previous[g] else {}
-                group = tuple(c for c in group if plateaus.get(c.name) is None)
-                if len(records) != len(groups[g]) or not group:
-                    previous[g] = None  # its previous segment failed, or every chain reached its plateau
-                    continue
-                records = tuple(records[c.name] for c in group)
-            groups[g] = group
-            previous[g] = segment_key(recipe, slab, files, group, segment)
-            items.append(WorkItem(previous[g], SlabSegmentJob(group, segment, records)))
-        if not items:
-            done = sum(step is not None for step in plateaus.values())
-            context.say(f"segment {segment + 1}: no chain to continue ({done} reached the energy plateau, the "
-                        "others have no checkpoint to continue from); stopping")
-            break
-        reports.append(context.run(segment_stage(recipe, slab, files, items, segment, context.gpu)).report)
-    return reports
+
+    def at_plateau() -> set[str]:
+        if recipe.stop is None:
+            return set()
+        plateaus = chain_plateaus(context.store, slab.n_atoms, recipe.stop.window_steps,
+                                  recipe.stop.tolerance_meV_per_atom / 1000)
+        return {chain for chain, step in plateaus.items() if step is not None}
+
+    return run_segments(
+        context, [item.payload.chains for item in first.items], settings.n_segments,
+        key_of=lambda group, segment: segment_key(recipe, slab, files, group, segment),
+        job_of=SlabSegmentJob, records_of=lambda key: checkpoint_records(context.store, key),
+        stage_of=lambda items, segment: segment_stage(recipe, slab, files, items, segment, context.gpu),
+        finished=at_plateau, finished_as="reached the energy plateau")
 
 
 @register

@@ -8,6 +8,7 @@ from those checkpoints, on this launch or a later one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -144,8 +145,6 @@ def anneal_segments(keys: list[str], jobs: list[SegmentJob], cell: AnnealCell, p
 
 
 def _segment(job: SegmentJob, cell: AnnealCell, model: PotentialEnergy, settings: SegmentSettings) -> SegmentResult:
-    import time
-
     begin = time.perf_counter()
     if job.records is None:
         chains = [new_chain(model, cell.sites, start_occupation(cell, c), cell.cell, c.seed) for c in job.chains]
