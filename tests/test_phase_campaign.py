@@ -126,16 +126,29 @@ def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential)
         # every cell ranked once; its energy is tblite's on the structure icet builds
         ranked = store.read(PHASE_RANKED)
         assert sorted(ranked["cell"].tolist()) == list(range(len(reference)))
+        from ase.calculators.calculator import CalculationFailed
         from tblite.ase import TBLite
 
-        for r in ranked["cell"][:3]:
-            row = int(np.flatnonzero(ranked["cell"] == r)[0])
+        # a cell whose SCF does not converge is ranked NaN (tblite's SCF near its iteration limit
+        # may converge on one run and not on another, so such cells are skipped, not compared)
+        finite = np.isfinite(ranked["energy_eV_per_atom"])
+        assert finite.sum() >= 0.8 * len(finite), "only the odd cell may fail its SCF"
+        compared = 0
+        for row in np.flatnonzero(finite):
+            r = int(ranked["cell"][row])
             atoms = without_vacancies(lattice.cell_atoms(cells["hnf"][r], int(cells["ncells"][r]),
                                                          sites[cells["site_start"][r]:cells["site_start"][r]
                                                                + cells["n_sites"][r]]))
             atoms.calc = TBLite(**TBLITE)
-            assert ranked["energy_eV_per_atom"][row] == pytest.approx(atoms.get_potential_energy() / len(atoms),
-                                                                     abs=1e-6)
+            try:
+                expected = atoms.get_potential_energy() / len(atoms)
+            except CalculationFailed:
+                continue
+            assert ranked["energy_eV_per_atom"][row] == pytest.approx(expected, abs=1e-6)
+            compared += 1
+            if compared == 3:
+                break
+        assert compared == 3
         assert np.isfinite(ranked["ce_eV_per_atom"]).all()
 
         # the potential is the labeler: its relaxations are the labeler's
