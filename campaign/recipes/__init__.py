@@ -2,4 +2,4 @@
 (campaign/recipe.py). Building a recipe's plan reads and checks every input before anything is
 written, so a bad structure file leaves the store untouched."""
 
-from campaign.recipes import active_learning, anneal, irradiation, label, phase_diagram, slab_mc  # noqa: F401 - registered on import
+from campaign.recipes import active_learning, anneal, irradiation, label, phase_diagram, slab_mc, validate  # noqa: F401 - registered on import

@@ -1,0 +1,231 @@
+"""The validation's work: one job per (source, step), a source being a potential or the labeler.
+
+Every source goes through the same arithmetic with its own ASE calculator. The ``structure`` step
+relaxes the reference cell; every other step starts from the cell its source relaxed, so each
+column of the table is that source's own prediction (Table II of the MoS2 study).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations_with_replacement
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from tasks.outcome import Outcome, run_each
+from tasks.potential import PotentialFiles
+from tasks.structures import Structure
+from tasks.validation.relax import CalculatorFactory, relaxed, shortest_distances
+
+STEPS = ("structure", "elastic", "eos", "strain", "phonons", "defects", "dimers")
+HEXAGONAL = (("Γ", (0.0, 0.0, 0.0)), ("M", (0.5, 0.0, 0.0)), ("K", (1 / 3, 1 / 3, 0.0)), ("Γ", (0.0, 0.0, 0.0)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A column of the table: a potential (its files) or the labeler (its settings object)."""
+
+    name: str
+    potential: PotentialFiles | None = None
+    labeler: Any = None
+
+    def calculators(self) -> CalculatorFactory:
+        if self.labeler is not None:
+            return lambda: self.labeler.calculator(None)
+        from tasks.nnp.calculator import NNPCalculator
+
+        model = self.potential.load()
+        return lambda: NNPCalculator(model)
+
+
+@dataclass(frozen=True)
+class DefectCase:
+    name: str  # e.g. V_S, V_Mo, V_S2, S_Mo
+    kind: str  # vacancy | antisite
+    species: str
+    count: int = 1
+    replacement: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    sheet: bool
+    repeat: tuple[int, int, int]
+    fmax_eV_per_A: float = 0.01
+    max_steps: int = 1000
+    elastic_strains: tuple[float, ...] = (-0.01, -0.005, 0.005, 0.01)
+    relax_ions: bool = True
+    eos_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.10, 0.2001, 0.02), 10))
+    curve_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.15, 0.1501, 0.01), 10))
+    phonon_supercell: tuple[int, int, int] = (1, 1, 1)
+    phonon_distance_A: float = 0.01
+    phonon_path: tuple = HEXAGONAL
+    phonon_points: int = 51
+    defects: tuple[DefectCase, ...] = ()
+    defect_repeat: tuple[int, int, int] = (1, 1, 1)
+    dimer_distances_A: tuple[float, ...] = tuple(np.round(np.arange(0.5, 5.0001, 0.1), 10))
+    box_A: float = 20.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Value:
+    name: str
+    unit: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    name: str
+    x_unit: str
+    y_unit: str
+    x: np.ndarray
+    y: np.ndarray  # (points,) or (points, series)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    values: list[Value] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
+    structure: Atoms | None = None  # the relaxed cell (structure step)
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationJob:
+    source: Source
+    step: str
+    structure: Structure  # structure step: the reference cell; the others: the source's relaxed cell
+
+
+def validate_batch(keys: list[str], jobs: list[ValidationJob], settings: ValidationSettings) -> list[Outcome]:
+    return run_each(_run, keys, jobs, settings)
+
+
+def _run(job: ValidationJob, settings: ValidationSettings) -> ValidationResult:
+    calculator = job.source.calculators()
+    atoms = job.structure.to_atoms()
+    return _STEPS[job.step](atoms, calculator, settings)
+
+
+def _structure(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    out = relaxed(atoms, calculator, "in_plane" if s.sheet else "full", s.fmax_eV_per_A, s.max_steps)
+    lengths = out.cell.lengths() / np.array(s.repeat)
+    values = [Value(name, "Å", float(v)) for name, v in zip("abc", lengths) if not (s.sheet and name == "c")]
+    values += [Value(f"d({a}-{b})", "Å", d) for (a, b), d in shortest_distances(out).items()]
+    values.append(Value("E/atom", "eV/atom", out.get_potential_energy() / len(out)))
+    return ValidationResult(values, [], out)
+
+
+def _elastic(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    from tasks.validation.elastic import bulk_elastic_GPa, sheet_elastic
+
+    if s.sheet:
+        c = sheet_elastic(atoms, calculator, s.elastic_strains, s.relax_ions)
+        return ValidationResult([Value("C11", "N/m", c.c11_N_per_m), Value("C12", "N/m", c.c12_N_per_m),
+                                 Value("C66", "N/m", c.c66_N_per_m), Value("Y", "N/m", c.young_N_per_m),
+                                 Value("nu", "", c.poisson)])
+    c = bulk_elastic_GPa(atoms, calculator, s.elastic_strains, s.relax_ions)
+    return ValidationResult([Value(f"C{i + 1}{j + 1}", "GPa", float(c[i, j])) for i in range(6) for j in range(i, 6)])
+
+
+def _eos(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    """Bulk: E(V) with every lattice vector scaled (the study's −10% … +20%). A sheet: E(area)
+    with both in-plane vectors scaled (its vacuum is not part of its volume)."""
+    from tasks.validation.eos import biaxial_cells, energies_per_atom, scaled_cells
+
+    cells = biaxial_cells(atoms, s.eos_strains) if s.sheet else scaled_cells(atoms, s.eos_strains)
+    energies = energies_per_atom(cells, calculator)
+    if s.sheet:
+        x = np.array([np.linalg.norm(np.cross(c.cell[0], c.cell[1])) / len(c) for c in cells])
+        return ValidationResult([], [Curve("eos", "Å²/atom", "eV/atom", x, energies)])
+    x = np.array([c.get_volume() / len(c) for c in cells])
+    return ValidationResult([], [Curve("eos", "Å³/atom", "eV/atom", x, energies)])
+
+
+def _strain(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    """Energy–strain curves, static: uniaxial along each periodic direction, and biaxial for a sheet."""
+    from tasks.validation.eos import biaxial_cells, energies_per_atom, uniaxial_cells
+
+    strains = np.array(s.curve_strains)
+    curves = [Curve(f"uniaxial {axis}", "strain", "eV/atom", strains,
+                    energies_per_atom(uniaxial_cells(atoms, k, strains), calculator))
+              for k, axis in enumerate("xyz") if not (s.sheet and axis == "z")]
+    if s.sheet:
+        curves.append(Curve("biaxial", "strain", "eV/atom", strains,
+                            energies_per_atom(biaxial_cells(atoms, strains), calculator)))
+    return ValidationResult([], curves)
+
+
+def unit_cell(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
+    """The first unit of a cell built by ``unit.repeat(repeat)`` (ASE keeps the unit's atoms
+    first), in its own cell: the unit cell phonopy needs, at the relaxed lattice."""
+    n = len(atoms) // int(np.prod(repeat))
+    unit = atoms[:n].copy()
+    unit.set_cell(atoms.cell.array / np.array(repeat)[:, None], scale_atoms=False)
+    unit.wrap()
+    return unit
+
+
+def _phonons(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    from tasks.validation.phonons import band_structure, displaced_cells, forces_of, frequencies_THz, phonopy_of, \
+        with_forces
+
+    unit = unit_cell(atoms, s.repeat)
+    phonon = phonopy_of(unit, s.phonon_supercell, s.phonon_distance_A)
+    with_forces(phonon, forces_of(displaced_cells(phonon, tuple(unit.pbc)), calculator))
+    gamma = frequencies_THz(phonon, [[0.0, 0.0, 0.0]])[0]
+    distances, frequencies, labels = band_structure(phonon, s.phonon_path, s.phonon_points)
+    corners = distances[np.r_[0, np.arange(1, len(labels)) * s.phonon_points - 1]]
+    values = [Value(f"ω_Γ{k + 1}", "THz", float(f)) for k, f in enumerate(gamma)]
+    return ValidationResult(values, [Curve("phonon bands", "1/Å", "THz", distances, frequencies),
+                                     Curve("phonon path corners: " + " ".join(labels), "1/Å", "", corners,
+                                           np.zeros(len(corners)))])
+
+
+def _isolated(symbols, calculator: CalculatorFactory, box_A: float) -> dict[str, float]:
+    from tasks.validation.defects import isolated_atom_energy_eV
+
+    return {symbol: isolated_atom_energy_eV(symbol, calculator, box_A) for symbol in sorted(set(symbols))}
+
+
+def _defects(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    """Formation energies with isolated atoms as chemical potentials (the MoS2 study's choice)."""
+    from tasks.active.initial import antisite, vacancy
+    from tasks.validation.defects import formation_energy_eV
+
+    perfect = atoms.repeat(s.defect_repeat)
+    work = perfect.copy()
+    work.calc = calculator()
+    perfect_energy = work.get_potential_energy()
+    symbols = set(perfect.get_chemical_symbols()) | {d.replacement for d in s.defects if d.replacement}
+    mu = _isolated(symbols, calculator, s.box_A)
+    values = [Value(f"E({symbol} atom)", "eV", e) for symbol, e in mu.items()]
+    for k, case in enumerate(s.defects):
+        rng = np.random.default_rng([s.seed, k])
+        if case.kind == "vacancy":
+            defect, exchange = vacancy(perfect, case.species, case.count, rng), {case.species: case.count}
+        else:
+            defect, exchange = antisite(perfect, case.species, case.replacement, rng), {case.species: 1,
+                                                                                          case.replacement: -1}
+        values.append(Value(f"E_f({case.name})", "eV",
+                            formation_energy_eV(perfect_energy, defect, calculator, exchange, mu, s.fmax_eV_per_A)))
+    return ValidationResult(values)
+
+
+def _dimers(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    """E(r) of every pair of the structure's elements, minus the two isolated atoms."""
+    from tasks.validation.dimer import dimer_energies_eV
+
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    mu = _isolated(symbols, calculator, s.box_A)
+    r = np.array(s.dimer_distances_A)
+    return ValidationResult([], [Curve(f"dimer {a}-{b}", "Å", "eV", r,
+                                       dimer_energies_eV(a, b, r, calculator, s.box_A) - mu[a] - mu[b])
+                                 for a, b in combinations_with_replacement(symbols, 2)])
+
+
+_STEPS = {"structure": _structure, "elastic": _elastic, "eos": _eos, "strain": _strain, "phonons": _phonons,
+          "defects": _defects, "dimers": _dimers}
