@@ -37,6 +37,16 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
         self._dtype, self._device = dtype, torch.device(device)
         # an ASE calculator class or nothing: a potential file naming `subprocess:Popen` runs nothing
         self._make = ase_calculator_class(calculator_class)
+        self._factory = None  # of_factory: calculators from factory(atoms)
+
+    @classmethod
+    def of_factory(cls, factory, elements: Sequence[str] = (), dtype: torch.dtype = torch.float64,
+                   device: str | torch.device = "cpu") -> "AseCalculatorPotential":
+        """A potential over calculators from ``factory(atoms)`` (a labeler's, which prepares each
+        system), for MD on a worker; it has no import path, so it is not saved."""
+        potential = cls("ase.calculators.calculator:Calculator", {}, elements, dtype, device)
+        potential.calculator_class, potential._factory = "", factory
+        return potential
 
     @property
     def cutoff_A(self) -> float:
@@ -68,7 +78,7 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
                 stress: bool = False) -> dict[str, torch.Tensor]:
         energies, all_forces, stresses = [], [], []
         for atoms in batch.to_atoms():
-            atoms.calc = self.calculator()
+            atoms.calc = self.calculator() if self._factory is None else self._factory(atoms)
             energies.append(atoms.get_potential_energy())
             if forces:
                 all_forces.append(atoms.get_forces())
@@ -85,6 +95,8 @@ class AseCalculatorPotential(torch.nn.Module, SavedAsPayload):
 
     # -- persistence --------------------------------------------------------------------------
     def to_payload(self) -> dict:
+        if not self.calculator_class:
+            raise ValueError("a potential over a calculator factory (of_factory) cannot be saved")
         return {"format": FORMAT, "calculator_class": self.calculator_class, "parameters": self.parameters,
                 "elements": list(self._elements)}
 

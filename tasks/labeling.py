@@ -164,12 +164,19 @@ def labeler_atoms(structure: Structure, labeler: Any) -> Atoms:
     """The structure as Atoms with the labeler's calculator attached, ready for any calculation
     (single point or relaxation): the distance check, the labeler's own preparation (initial
     magnetic moments) and its per-structure workdir."""
-    check_min_distance(structure, labeler.min_distance_A)
     atoms = structure.to_atoms()
+    atoms.calc = labeler_calculator(atoms, labeler, structure.tag)
+    return atoms
+
+
+def labeler_calculator(atoms: Atoms, labeler: Any, tag: str = "") -> Calculator:
+    """The labeler's calculator for ``atoms`` (not attached): the distance check, the labeler's
+    preparation of ``atoms`` in place (initial magnetic moments) and a workdir of their own."""
+    structure = Structure.from_atoms(atoms, tag)
+    check_min_distance(structure, labeler.min_distance_A)
     if hasattr(labeler, "prepare"):
         labeler.prepare(atoms)
-    atoms.calc = labeler.calculator(structure_workdir(structure, labeler))
-    return atoms
+    return labeler.calculator(structure_workdir(structure, labeler))
 
 
 def label_structure(structure: Structure, labeler: Any) -> Label:

@@ -59,7 +59,10 @@ def test_bad_validation_specs_are_refused_before_the_store_exists(tmp_path, tbli
     cases = [({"structure": {"file": "two.extxyz"}}, "gives 2 structures"),
              ({"defects": [{"name": "V_W", "kind": "vacancy", "species": "W"}]}, "which has none"),
              ({"labeler_name": "wrapped"}, "must differ"),
-             ({"steps": ["elastic"]}, "must include 'structure'")]
+             ({"steps": ["elastic"]}, "must include 'structure'"),
+             ({"defects": [{"name": "V_Mo10", "kind": "vacancy", "species": "Mo", "count": 10}]},
+              "the defect cell has 9"),
+             ({"defect_repeat": [1, 1, 2]}, "a sheet repeats in its plane only")]
     for changes, message in cases:
         spec = validate_spec(tmp_path, tblite_potential, **changes)
         done = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True,
@@ -87,7 +90,8 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
         done = Counter(str(k) for k, s in zip(ledger["key"], ledger["status"]) if s == "done")
         assert set(done.values()) == {1}, "no calculation was done twice"
         planned = {str(k) for k in store.read("plan", ["key"])["key"]}
-        assert planned == set(done) and len(planned) == 6, "two sources × (structure, elastic, phonons)"
+        assert planned == set(done)
+        stages = Counter(str(s) for s in store.read("plan", ["stage"])["stage"])
         rows = comparison(store, "tblite")
         block = store.read_structures(VALIDATION_STRUCTURES)
         k = [str(s) for s in block.frames["source"]].index("tblite")
@@ -130,9 +134,27 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
     phonon.run_qpoints([[0, 0, 0]])
     gamma = phonon.qpoints.frequencies[0]
     ours = [value[("tblite", f"ω_Γ{m + 1}")]["value"] for m in range(9)]
+    assert stages == {"validate-structure": 2, "validate-properties": 3 + len(phonon.forces),
+                      "validate-phonons": 1}, "the labeler's displaced cells are tasks of their own"
     assert ours == pytest.approx(gamma, abs=1e-6)
     assert np.sort(np.abs(ours))[:3] == pytest.approx([0, 0, 0], abs=0.1), "three acoustic modes at Γ (THz)"
 
     # the wrapped potential is the labeler: its errors vanish
     for prop in ("a", "C11", "C12", "ω_Γ9"):
         assert abs(value[("wrapped", prop)]["relative_error"]) < 1e-3, value[("wrapped", prop)]
+
+
+def test_a_step_is_keyed_by_its_own_settings_only(tmp_path):
+    """Changing the elastic strains redoes the elastic step alone: the other steps keep their keys."""
+    from campaign.recipes.validate import first_stage, job_key
+    from campaign.spec import load_spec
+
+    potential = Path(__file__).parent / "data" / "mos2_dptab_small.pt"
+    spec = load_spec(validate_spec(tmp_path, potential))
+    changed = load_spec(validate_spec(tmp_path, potential, elastic_strains=[-0.01, 0.01]))
+    before, after = first_stage(spec), first_stage(changed)
+    assert [i.key for i in before.items] == [i.key for i in after.items], "the relaxations stay done"
+    job = before.items[0].payload
+    for step, same in (("elastic", False), ("eos", True), ("phonons", True), ("dimers", True)):
+        assert (job_key(spec.recipe, job.source, step, job.structure)
+                == job_key(changed.recipe, job.source, step, job.structure)) is same, step

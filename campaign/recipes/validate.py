@@ -13,24 +13,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
+
+from ase.data import atomic_numbers
 
 from campaign.errors import SpecError
 from campaign.keys import task_key
 from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.potential_source import PotentialSource, potential_files
 from campaign.recipes.structures import load_structures
-from campaign.recipes.validate_tables import TABLES, job_rows, relaxed_structures
+from campaign.recipes.validate_tables import TABLES, displaced_forces, job_rows, relaxed_structures, \
+    source_rows
 from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
 from tasks.settings import StrictModel
 from tasks.structures import Structure
-from tasks.validation.jobs import HEXAGONAL, STEPS, DefectCase, Source, ValidationJob, ValidationSettings, \
+from tasks.validation.jobs import STEPS, DefectCase, Source, ValidationJob, ValidationSettings, step_settings, \
     validate_batch
+from tasks.validation.phonons import HEXAGONAL_PATH
+from tasks.validation.threshold import ThresholdSettings
 
 TASK = "validate"
-VERSION = 1
+VERSION = 2
 Triple = tuple[int, int, int]
 
 
@@ -50,6 +56,36 @@ class DefectSpec(StrictModel):
         if self.kind == "antisite" and (not self.replacement or self.replacement == self.species):
             raise ValueError("an antisite needs a replacement other than its species")
         return self
+
+
+class ThresholdSpec(StrictModel):
+    """Threshold displacement energies (Table III of the MoS2 study) by bisection on the recoil
+    energy, every direction of a round in one batched MD state (tasks/validation/threshold.py)."""
+
+    species: list[str] = Field(..., min_length=1, description="PKA elements: the topmost atom of each, nearest "
+                               "the cell's centre")
+    directions: int = Field(16, ge=1, description="points on a Fibonacci hemisphere (z ≥ 0)")
+    low_eV: float = Field(1.0, gt=0)
+    high_eV: float = Field(80.0, gt=0)
+    rounds: int = Field(8, ge=1, description="bisection rounds: the bracket ends (high − low)/2^rounds wide")
+    time_fs: float = Field(500.0, gt=0, description="NVE time after which a Wigner–Seitz vacancy is a defect")
+    max_timestep_fs: float = Field(1.0, gt=0)
+    max_displacement_A: float = Field(0.05, gt=0, description="adaptive step: no atom moves more per step")
+    bond_cutoff_A: float = Field(3.0, gt=0, description="atoms farther from the cell's bonded network left it")
+    repeat: Triple = Field((1, 1, 1), description="the cell the recoils run in: the repeated cell repeated again")
+    labeler: bool = Field(False, description="also for the labeler: MD with it, one calculation per MD step")
+
+    @model_validator(mode="after")
+    def _bracket(self) -> "ThresholdSpec":
+        if not self.high_eV > self.low_eV:
+            raise ValueError(f"high_eV ({self.high_eV}) must exceed low_eV ({self.low_eV})")
+        if min(self.repeat) < 1 or len(set(self.species)) != len(self.species):
+            raise ValueError(f"repeat must be positive and species distinct: {self.repeat}, {self.species}")
+        return self
+
+    def build(self) -> ThresholdSettings:
+        return ThresholdSettings(self.low_eV, self.high_eV, self.rounds, self.time_fs, self.max_timestep_fs,
+                                 self.max_displacement_A, self.bond_cutoff_A)
 
 
 class ValidateSpec(RecipeSpec):
@@ -73,14 +109,15 @@ class ValidateSpec(RecipeSpec):
     phonon_supercell: Triple | None = Field(None, description="default: repeat")
     phonon_distance_A: float = Field(0.01, gt=0)
     phonon_path: list[tuple[str, tuple[float, float, float]]] = Field(
-        default_factory=lambda: [(n, q) for n, q in HEXAGONAL], min_length=2,
+        default_factory=lambda: [(n, q) for n, q in HEXAGONAL_PATH], min_length=2,
         description="(label, reduced q-point) corners; default Γ–M–K–Γ of a hexagonal cell")
     phonon_points: int = Field(51, ge=2)
     defects: list[DefectSpec] = Field(default_factory=list)
     defect_repeat: Triple = Field((1, 1, 1), description="the defect cell: the repeated cell repeated again")
     dimer_distances_A: list[float] = Field(default_factory=lambda: list(ValidationSettings.dimer_distances_A),
                                            min_length=2)
-    box_A: float = Field(20.0, gt=0, description="box of isolated atoms and dimers")
+    box_A: float = Field(14.0, gt=0, description="box of isolated atoms and dimers (not periodic)")
+    thresholds: ThresholdSpec | None = Field(None, description="threshold displacement energies; none by default")
     seed: int = 0
     retries: int = Field(2, ge=0)
 
@@ -92,12 +129,23 @@ class ValidateSpec(RecipeSpec):
         return value
 
     @model_validator(mode="after")
-    def _names(self) -> "ValidateSpec":
+    def _consistent(self) -> "ValidateSpec":
         names = [p.name for p in self.potentials] + [self.labeler_name]
         if len(set(names)) != len(names):
             raise ValueError(f"potential names and labeler_name must differ: {names}")
         if "structure" not in self.steps:
             raise ValueError("steps must include 'structure': every other step starts from its relaxed cell")
+        defects = [d.name for d in self.defects]
+        if len(set(defects)) != len(defects):
+            raise ValueError(f"defect names repeat: {defects}")
+        for name, strains, least in (("elastic_strains", self.elastic_strains, 2), ("eos_strains", self.eos_strains, 7),
+                                     ("curve_strains", self.curve_strains, 2)):
+            if len(set(strains)) < least or min(strains) <= -1:
+                raise ValueError(f"{name} needs {least} distinct strains above -1 (the fits), got {strains}")
+        repeats = [self.repeat, self.defect_repeat, self.phonon_supercell or self.repeat,
+                   self.thresholds.repeat if self.thresholds else (1, 1, 1)]
+        if self.sheet and any(r[2] != 1 for r in repeats):
+            raise ValueError(f"a sheet repeats in its plane only (third entry 1): {repeats}")
         return self
 
     def settings(self) -> ValidationSettings:
@@ -109,7 +157,10 @@ class ValidateSpec(RecipeSpec):
             phonon_path=tuple((n, tuple(q)) for n, q in self.phonon_path), phonon_points=self.phonon_points,
             defects=tuple(DefectCase(d.name, d.kind, d.species, d.count, d.replacement) for d in self.defects),
             defect_repeat=tuple(self.defect_repeat), dimer_distances_A=tuple(self.dimer_distances_A),
-            box_A=self.box_A, seed=self.seed)
+            box_A=self.box_A, threshold_species=tuple(self.thresholds.species) if self.thresholds else (),
+            threshold_directions=self.thresholds.directions if self.thresholds else 16,
+            threshold=self.thresholds.build() if self.thresholds else ThresholdSettings(),
+            threshold_repeat=tuple(self.thresholds.repeat) if self.thresholds else (1, 1, 1), seed=self.seed)
 
 
 # -- plan -----------------------------------------------------------------------------------------
@@ -120,10 +171,19 @@ def reference_cell(recipe: ValidateSpec) -> Structure:
     atoms = found[0].to_atoms()
     atoms.pbc = True  # a sheet is periodic with vacuum, as the labelers compute it
     symbols = set(atoms.get_chemical_symbols())
+    defect_cell = atoms.repeat(recipe.repeat).repeat(recipe.defect_repeat)
     for d in recipe.defects:
-        if d.species not in symbols:
+        present = defect_cell.get_chemical_symbols().count(d.species)
+        if not present:
             raise SpecError(f"recipe.defects: {d.name} takes {d.species} out of {atoms.get_chemical_formula()}, "
                             "which has none")
+        if d.count > present:
+            raise SpecError(f"recipe.defects: {d.name} removes {d.count} {d.species}; the defect cell has {present}")
+        if d.replacement is not None and d.replacement not in atomic_numbers:
+            raise SpecError(f"recipe.defects: {d.name}: replacement {d.replacement!r} is not an element")
+    for symbol in recipe.thresholds.species if recipe.thresholds else ():
+        if symbol not in symbols:
+            raise SpecError(f"recipe.thresholds.species: {atoms.get_chemical_formula()} has no {symbol}")
     return Structure.from_atoms(atoms.repeat(recipe.repeat), tag="validate-reference")
 
 
@@ -131,6 +191,7 @@ def sources(spec: CampaignSpec) -> list[Source]:
     recipe: ValidateSpec = spec.recipe
     reference = reference_cell(recipe)
     elements = {str(s) for s in reference.to_atoms().get_chemical_symbols()}
+    elements |= {d.replacement for d in recipe.defects if d.replacement}
     out = []
     for k, p in enumerate(recipe.potentials):
         def check(model, where: str, k=k) -> None:
@@ -150,11 +211,9 @@ def source_identity(source: Source) -> dict:
 
 
 def job_key(recipe: ValidateSpec, source: Source, step: str, structure: Structure) -> str:
-    from dataclasses import asdict
-
     inputs = {"source": source_identity(source), "step": step, "structure": structure.canonical(),
-              "settings": asdict(recipe.settings())}
-    return task_key(TASK, VERSION, inputs, recipe.seed)
+              "settings": step_settings(recipe.settings(), step)}
+    return task_key(TASK, VERSION, inputs)
 
 
 def stage_of(recipe: ValidateSpec, name: str, items: list[WorkItem]) -> Stage:
@@ -171,26 +230,66 @@ def first_stage(spec: CampaignSpec) -> Stage:
 
 
 # -- run ------------------------------------------------------------------------------------------
+def wants_thresholds(recipe: ValidateSpec, source: Source) -> bool:
+    """Thresholds when asked for, and for the labeler only when asked for it too (MD with a DFT
+    labeler costs one calculation per step)."""
+    return recipe.thresholds is not None and (source.labeler is None or recipe.thresholds.labeler)
+
+
 def run_validation(context: RunContext, stages: Sequence[Stage]) -> list:
+    """Relax per source; then every other step, and the labeler's phonon forces one displaced cell
+    per task; then the labeler's phonons from those forces."""
     recipe: ValidateSpec = context.spec.recipe
     first = stages[0]
+    context.store.append(source_rows(context.launch, first.items))
     reports = [context.run(first).report]
     relaxed = relaxed_structures(context.store)
-    items = []
+    items, phonons = [], []  # phonons: (source, relaxed cell, its forces keys) assembled after
     for item in first.items:
+        source = item.payload.source
         if item.key not in relaxed:
-            context.say(f"validate: {item.payload.source.name} did not relax the reference cell; its other "
-                        "properties are skipped")
+            context.say(f"validate: {source.name} did not relax the reference cell; its other properties are "
+                        "skipped")
             continue
-        cell = Structure.from_atoms(relaxed[item.key], tag=f"relaxed by {item.payload.source.name}")
+        cell = Structure.from_atoms(relaxed[item.key], tag=f"relaxed by {source.name}")
         for step in (s for s in STEPS if s != "structure" and s in recipe.steps):
-            if step == "defects" and not recipe.defects:
+            if (step == "defects" and not recipe.defects) or (step == "thresholds" and not wants_thresholds(
+                    recipe, source)):
                 continue
-            items.append(WorkItem(job_key(recipe, item.payload.source, step, cell),
-                                  ValidationJob(item.payload.source, step, cell)))
+            if step == "phonons" and source.labeler is not None:
+                forces = displacement_items(recipe, source, relaxed[item.key])
+                items += forces
+                phonons.append((source, cell, [f.key for f in forces]))
+                continue
+            items.append(WorkItem(job_key(recipe, source, step, cell), ValidationJob(source, step, cell)))
     if items:
+        context.store.append(source_rows(context.launch, items))
         reports.append(context.run(stage_of(recipe, "validate-properties", items)).report)
+    assembled = []
+    forces = displaced_forces(context.store) if phonons else {}
+    for source, cell, keys in phonons:
+        if not all(k in forces for k in keys):
+            context.say(f"validate: {source.name}: {sum(k not in forces for k in keys)} of {len(keys)} displaced "
+                        "cells have no forces; its phonons are skipped")
+            continue
+        assembled.append(WorkItem(job_key(recipe, source, "phonons", cell),
+                                  ValidationJob(source, "phonons", cell, np.stack([forces[k] for k in keys]))))
+    if assembled:
+        context.store.append(source_rows(context.launch, assembled))
+        reports.append(context.run(stage_of(recipe, "validate-phonons", assembled)).report)
     return reports
+
+
+def displacement_items(recipe: ValidateSpec, source: Source, relaxed_cell) -> list[WorkItem]:
+    """One forces task per displaced supercell of phonopy's, in its order."""
+    from tasks.validation.jobs import phonon_displacements
+
+    _, cells = phonon_displacements(relaxed_cell, recipe.settings())
+    out = []
+    for k, atoms in enumerate(cells):
+        structure = Structure.from_atoms(atoms, tag=f"phonon displacement {k}")
+        out.append(WorkItem(job_key(recipe, source, "forces", structure), ValidationJob(source, "forces", structure)))
+    return out
 
 
 @register
@@ -230,8 +329,3 @@ class ValidateRecipe(Recipe):
         from campaign.recipes.validate_report import write_report
 
         return write_report(store, out_dir)
-
-
-def labeler_name(store: CampaignStore) -> str:
-    return str(store.attrs.get("spec", {}).get("recipe", {}).get("labeler_name", "labeler"))
-

@@ -6,6 +6,7 @@ eos.png               equations of state, potentials as lines over the labeler's
 strain.png            energy–strain curves, one panel per curve
 phonons.png           phonon bands, one panel per potential over the labeler's
 dimers.png            dimer curves, one panel per pair
+thresholds.png        threshold displacement energy per direction against its polar angle, per PKA element
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import html
 from collections import defaultdict
 from pathlib import Path
 
-from campaign.recipes.validate_tables import VALIDATION_CURVES, VALIDATION_VALUES, comparison, curves
+import numpy as np
+
+from campaign.recipes.validate_tables import VALIDATION_CURVES, VALIDATION_VALUES, comparison, curves, \
+    latest_sources
 from campaign.report import pyplot, save_figure
 from storage import CampaignStore
 
@@ -24,14 +28,15 @@ def _labeler(store: CampaignStore) -> str:
 
 
 def status_rows(store: CampaignStore) -> dict:
-    """Per source: how many of its steps have finished."""
-    keys: dict[str, set] = defaultdict(set)
+    """Per source: how many of the steps the latest launch planned for it have finished."""
+    sources = latest_sources(store)
+    finished: dict[str, set] = defaultdict(set)
     for table in (VALIDATION_VALUES, VALIDATION_CURVES):
         if store.length(table):
-            read = store.read(table, ["key", "source"])
-            for key, source in zip(read["key"], read["source"]):
-                keys[str(source)].add(str(key))
-    return {source: len(k) for source, k in keys.items()}
+            for key in store.read(table, ["key"])["key"]:
+                if str(key) in sources:
+                    finished[sources[str(key)]].add(str(key))
+    return {source: len(k) for source, k in finished.items()}
 
 
 def status_lines(rows: dict) -> list[str]:
@@ -75,7 +80,8 @@ def write_report(store: CampaignStore, out_dir: Path) -> list[Path]:
     paths = [out_dir / "table.md", out_dir / "table.html"]
     drawn = curves(store)
     labeler = sources[0]
-    for name, figure in (("eos", _eos), ("strain", _strain), ("phonons", _phonons), ("dimers", _dimers)):
+    for name, figure in (("eos", _eos), ("strain", _strain), ("phonons", _phonons), ("dimers", _dimers),
+                         ("thresholds", _thresholds)):
         path = figure(drawn, labeler, out_dir / f"{name}.png")
         if path is not None:
             paths.append(path)
@@ -129,13 +135,15 @@ def _phonons(drawn, labeler, path):
     fig, axes = plt.subplots(1, len(potentials), figsize=(4.2 * len(potentials), 3.6), squeeze=False)
     corners = next((c for _, c in drawn if c.startswith("phonon path corners")), None)
     for ax, source in zip(axes[0], potentials):
+        ticks = drawn[(labeler, corners)][0] if corners is not None and (labeler, corners) in drawn else None
         for who, style in ((labeler, dict(color="k", lw=1.6)), (source, dict(color="tab:red", lw=0.9, ls="--"))):
             if (who, "phonon bands") in drawn:
                 x, y, _, _ = drawn[(who, "phonon bands")]
+                if ticks is not None and (who, corners) in drawn:  # each path onto the labeler's corners
+                    x = np.interp(x, drawn[(who, corners)][0], ticks)
                 for k in range(y.shape[1]):
                     ax.plot(x, y[:, k], label=who if k == 0 else None, **style)
-        if corners is not None and (labeler, corners) in drawn:
-            ticks = drawn[(labeler, corners)][0]
+        if ticks is not None:
             labels = corners.split(": ", 1)[1].split()
             ax.set_xticks(ticks, labels)
             for t in ticks:
@@ -146,3 +154,19 @@ def _phonons(drawn, labeler, path):
     axes[0][0].set_ylabel("frequency (THz)")
     return save_figure(fig, path)
 
+
+def _thresholds(drawn, labeler, path):
+    names = sorted({c for _, c in drawn if c.startswith("E_d(")})
+    if not names:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for (source, curve), (_, y, _, _) in sorted(drawn.items()):
+            if curve == name:  # series: threshold, below, polar, azimuth
+                ax.plot(y[:, 2], y[:, 0], "ko" if source == labeler else "s", ms=4, mfc="none", label=source)
+        ax.set_title(name.split(" by ")[0], fontsize=9)
+        ax.set_xlabel("polar angle from the sheet normal (deg)")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("threshold displacement energy (eV)")
+    return save_figure(fig, path)

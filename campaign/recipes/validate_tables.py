@@ -5,6 +5,11 @@ Tables (xarray-readable like every table of the store):
   validation_values              per source and property: value and unit (a0, d(Mo-S), C11, E_f(V_S), ω_Γ…)
   validation_curves              per source, curve and series (a phonon branch): one row per point
                                  (equation of state, energy–strain curves, phonon bands, dimer curves)
+  validation_forces(_atoms)      the labeler's forces on each of phonopy's displaced cells (one task
+                                 each), which its phonons task then assembles
+  validation_sources             per launch, every item it planned and the source's name then: what
+                                 the report reads (a renamed source, or a potential or setting
+                                 changed since, leaves older rows out of the comparison)
 
 ``comparison(store)`` adds, per potential, the absolute and relative error against the labeler and
 the Δ between their equations of state (the Cr(1-x)S study's metric).
@@ -32,13 +37,37 @@ VALIDATION_CURVES = columnar("validation_curves", "validation/curves", "point", 
     ("key", "str"), ("source", "str"), ("curve", "str"), ("series", "i4"), ("x", "f8"), ("y", "f8"),
     ("x_unit", "str"), ("y_unit", "str")), chunk_rows=16384)
 
-TABLES = (*VALIDATION_STRUCTURES.tables, VALIDATION_VALUES, VALIDATION_CURVES)
+VALIDATION_FORCES = structure_tables(
+    "validation_forces", "validation_force_atoms", "validation/forces", "cell", "cell_atom",
+    atoms_group="validation/force_atoms", frame_columns=(("key", "str"), ("source", "str")),
+    atom_columns=(("forces_eV_per_A", "f8", ("xyz",), (3,)),))
+
+VALIDATION_SOURCES = columnar("validation_sources", "validation/sources", "item", (
+    ("launch", "i4"), ("key", "str"), ("source", "str")))
+
+TABLES = (*VALIDATION_STRUCTURES.tables, VALIDATION_VALUES, VALIDATION_CURVES, *VALIDATION_FORCES.tables,
+          VALIDATION_SOURCES)
+
+
+def source_rows(launch: int, items: Sequence[WorkItem]) -> dict:
+    return {VALIDATION_SOURCES.name: {"launch": np.full(len(items), launch, dtype=np.int32),
+                                      "key": np.array([i.key for i in items], dtype=object),
+                                      "source": np.array([i.payload.source.name for i in items], dtype=object)}}
+
+
+def latest_sources(store: CampaignStore) -> dict[str, str]:
+    """item key → source name, for the items the latest launch planned."""
+    if not store.length(VALIDATION_SOURCES):
+        return {}
+    table = store.read(VALIDATION_SOURCES)
+    last = table["launch"] == table["launch"].max()
+    return {str(k): str(s) for k, s in zip(table["key"][last], table["source"][last])}
 
 
 def job_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes: Sequence[Outcome]) -> dict:
     values: dict[str, list] = defaultdict(list)
     curves: dict[str, list] = defaultdict(list)
-    relaxed = []
+    relaxed, displaced = [], []
     for item, outcome in zip(items, outcomes):
         job: ValidationJob = item.payload
         result: ValidationResult = outcome.value
@@ -56,6 +85,8 @@ def job_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes: Sequence
                     curves[name].extend(x)
         if result.structure is not None:
             relaxed.append((item.key, job.source.name, result.structure))
+        if result.forces is not None:
+            displaced.append((item.key, job.source.name, job.structure, result.forces))
     blocks = {}
     if values:
         blocks[VALIDATION_VALUES.name] = _columns(VALIDATION_VALUES, values)
@@ -68,6 +99,13 @@ def job_rows(store: CampaignStore, items: Sequence[WorkItem], outcomes: Sequence
             pbc=[a.pbc for _, _, a in relaxed], atom_start=store.length(VALIDATION_STRUCTURES.atoms),
             frame_values={"key": [k for k, _, _ in relaxed], "source": [s for _, s, _ in relaxed],
                           "energy_eV": [a.get_potential_energy() for _, _, a in relaxed]}))
+    if displaced:
+        blocks.update(structure_rows(
+            VALIDATION_FORCES, numbers=[c.numbers for _, _, c, _ in displaced],
+            positions_A=[c.positions_A for _, _, c, _ in displaced], cell_A=[c.cell_A for _, _, c, _ in displaced],
+            pbc=[c.pbc for _, _, c, _ in displaced], atom_start=store.length(VALIDATION_FORCES.atoms),
+            frame_values={"key": [k for k, _, _, _ in displaced], "source": [s for _, s, _, _ in displaced]},
+            atom_values={"forces_eV_per_A": [f for _, _, _, f in displaced]}))
     return blocks
 
 
@@ -88,13 +126,24 @@ def relaxed_structures(store: CampaignStore) -> dict[str, object]:
             for k in range(len(block))}
 
 
+def displaced_forces(store: CampaignStore) -> dict[str, np.ndarray]:
+    """forces-task key → the forces (n_atoms, 3) on its displaced cell."""
+    if not store.length(VALIDATION_FORCES.frames):
+        return {}
+    block = store.read_structures(VALIDATION_FORCES)
+    return {str(block.frames["key"][k]): block.atom_values("forces_eV_per_A", k) for k in range(len(block))}
+
+
 def curves(store: CampaignStore) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, str, str]]:
-    """(source, curve) → x (points,), y (points, series), x unit, y unit."""
-    if not store.length(VALIDATION_CURVES):
+    """(source, curve) → x (points,), y (points, series), x unit, y unit, of the latest launch."""
+    sources = latest_sources(store)
+    if not store.length(VALIDATION_CURVES) or not sources:
         return {}
     table = store.read(VALIDATION_CURVES)
+    mine = np.array([str(k) in sources for k in table["key"]], dtype=bool)
+    table = {name: column[mine] for name, column in table.items()}
     out = {}
-    keys = list(zip((str(s) for s in table["source"]), (str(c) for c in table["curve"])))
+    keys = list(zip((sources[str(k)] for k in table["key"]), (str(c) for c in table["curve"])))
     for key in dict.fromkeys(keys):
         rows = np.flatnonzero([k == key for k in keys])
         series = table["series"][rows]
@@ -109,12 +158,14 @@ def comparison(store: CampaignStore, labeler: str) -> list[dict]:
     only where the labeler's value is at least 1e-3 in its unit: not for the acoustic modes at Γ);
     and per potential the Δ (meV/atom) between its equation of state and the labeler's."""
     rows = []
-    if store.length(VALIDATION_VALUES):
+    sources = latest_sources(store)
+    if store.length(VALIDATION_VALUES) and sources:
         table = store.read(VALIDATION_VALUES)
-        reference = {str(p): float(v) for s, p, v in zip(table["source"], table["property"], table["value"])
-                     if str(s) == labeler}
-        for source, step, prop, unit, value in zip(table["source"], table["step"], table["property"], table["unit"],
-                                                   table["value"]):
+        mine = [k for k, key in enumerate(table["key"]) if str(key) in sources]
+        names = [sources[str(table["key"][k])] for k in mine]
+        reference = {str(table["property"][k]): float(table["value"][k]) for k, s in zip(mine, names) if s == labeler}
+        for k, source in zip(mine, names):
+            step, prop, unit, value = (table[c][k] for c in ("step", "property", "unit", "value"))
             ref = reference.get(str(prop))
             error = None if ref is None or str(source) == labeler else float(value) - ref
             rows.append({"source": str(source), "step": str(step), "property": str(prop), "unit": str(unit),
@@ -127,7 +178,10 @@ def comparison(store: CampaignStore, labeler: str) -> list[dict]:
         x_ref, y_ref, x_unit, _ = drawn[(labeler, "eos")]
         for (source, name), (x, y, _, _) in drawn.items():
             if name == "eos" and source != labeler:
-                delta = 1000 * delta_eV_per_atom(x, y[:, 0], x_ref, y_ref[:, 0])
+                try:
+                    delta = 1000 * delta_eV_per_atom(x, y[:, 0], x_ref, y_ref[:, 0])
+                except ValueError:  # the curves share no volume: no Δ
+                    continue
                 rows.append({"source": source, "step": "eos", "property": "Δ(EOS)", "unit": "meV/atom",
                              "value": delta, "error": None, "relative_error": None})
     return rows

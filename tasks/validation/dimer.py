@@ -1,27 +1,29 @@
 """Dimer curves: the energy of two atoms alone against their distance, which shows a potential's
-short-range repulsion (and, for DP-Tab, its blend into the table)."""
+short-range repulsion (and, for DP-Tab, its blend into the table). The cells are the active-learning
+recipe's dimers (not periodic), so a potential is tested on what its labeler was asked."""
 
 from __future__ import annotations
 
+from itertools import combinations_with_replacement
 from typing import Sequence
 
 import numpy as np
-from ase import Atoms
 
 from tasks.validation.relax import CalculatorFactory
 
-DEFAULT_DISTANCES_A = tuple(np.round(np.arange(0.5, 5.0001, 0.1), 10))
 
+def dimer_curves_eV(elements: Sequence[str], distances_A: Sequence[float], calculator: CalculatorFactory,
+                    box_A: float = 14.0) -> dict[tuple[str, str], np.ndarray]:
+    """E(r) of every pair of ``elements`` (alphabetical pairs), minus the two isolated atoms."""
+    from tasks.active.initial import dimers
+    from tasks.validation.defects import isolated_atom_energy_eV
 
-def dimer_energies_eV(first: str, second: str, distances_A: Sequence[float], calculator: CalculatorFactory,
-                      box_A: float = 20.0) -> np.ndarray:
-    """E(r) of the pair along x in a periodic box of ``box_A`` (the images stay beyond any cutoff),
-    relative to nothing: subtract the two isolated atoms for a binding curve."""
-    out = []
-    for r in distances_A:
-        centre = box_A / 2
-        atoms = Atoms([first, second], positions=[[centre - r / 2, centre, centre], [centre + r / 2, centre, centre]],
-                      cell=[box_A] * 3, pbc=True)
-        atoms.calc = calculator()
-        out.append(atoms.get_potential_energy())
-    return np.array(out)
+    symbols = sorted(set(elements))
+    alone = {s: isolated_atom_energy_eV(s, calculator, box_A) for s in symbols}
+    energies = []
+    for atoms in dimers(symbols, distances_A, box_A):
+        atoms.calc = calculator(atoms)
+        energies.append(atoms.get_potential_energy())
+    pairs = list(combinations_with_replacement(symbols, 2))
+    grid = np.array(energies).reshape(len(pairs), len(distances_A))
+    return {(a, b): grid[k] - alone[a] - alone[b] for k, (a, b) in enumerate(pairs)}

@@ -40,13 +40,13 @@ def strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
     return out
 
 
-def stress_of(atoms: Atoms, calculator: CalculatorFactory, relax_ions: bool = True,
-              fmax_eV_per_A: float = 1e-3) -> np.ndarray:
-    """Voigt stress (eV/Å³, ASE's sign: positive under tension) after relaxing the ions."""
+def stress_of(atoms: Atoms, calculator: CalculatorFactory, relax_ions: bool = True, fmax_eV_per_A: float = 1e-3,
+              max_steps: int = 2000) -> np.ndarray:
+    """Voigt stress (eV/Å³, ASE's sign: positive under tension), after relaxing the ions."""
     if relax_ions:
-        return relaxed(atoms, calculator, "none", fmax_eV_per_A).get_stress()
+        return relaxed(atoms, calculator, "none", fmax_eV_per_A, max_steps).get_stress()
     work = atoms.copy()
-    work.calc = calculator()
+    work.calc = calculator(work)
     return work.get_stress()
 
 
@@ -75,22 +75,24 @@ def sheet_thickness_A(atoms: Atoms) -> float:
 
 
 def sheet_elastic(atoms: Atoms, calculator: CalculatorFactory, strains: Sequence[float] = DEFAULT_STRAINS,
-                  relax_ions: bool = True) -> SheetElastic:
+                  relax_ions: bool = True, fmax_eV_per_A: float = 1e-3, max_steps: int = 2000) -> SheetElastic:
     """C11 and C12 from uniaxial strain along x, C66 from in-plane shear, for a sheet in the xy plane."""
     height = sheet_thickness_A(atoms) * EV_PER_A2_IN_N_PER_M
-    uniaxial = [stress_of(strained(atoms, strain_matrix(0, e)), calculator, relax_ions) for e in strains]
-    shear = [stress_of(strained(atoms, strain_matrix(5, e)), calculator, relax_ions) for e in strains]
+    uniaxial = [stress_of(strained(atoms, strain_matrix(0, e)), calculator, relax_ions, fmax_eV_per_A, max_steps)
+                for e in strains]
+    shear = [stress_of(strained(atoms, strain_matrix(5, e)), calculator, relax_ions, fmax_eV_per_A, max_steps)
+             for e in strains]
     return SheetElastic(c11_N_per_m=height * _slope(strains, [s[0] for s in uniaxial]),
                         c12_N_per_m=height * _slope(strains, [s[1] for s in uniaxial]),
                         c66_N_per_m=height * _slope(strains, [s[5] for s in shear]))
 
 
 def bulk_elastic_GPa(atoms: Atoms, calculator: CalculatorFactory, strains: Sequence[float] = DEFAULT_STRAINS,
-                     relax_ions: bool = True) -> np.ndarray:
+                     relax_ions: bool = True, fmax_eV_per_A: float = 1e-3, max_steps: int = 2000) -> np.ndarray:
     """The 6×6 Voigt matrix (GPa), C_ij = dσ_i/dε_j, symmetrised."""
     c = np.zeros((6, 6))
     for j in range(6):
-        stresses = np.array([stress_of(strained(atoms, strain_matrix(j, e)), calculator, relax_ions)
-                             for e in strains])
+        stresses = np.array([stress_of(strained(atoms, strain_matrix(j, e)), calculator, relax_ions, fmax_eV_per_A,
+                                       max_steps) for e in strains])
         c[:, j] = [_slope(strains, stresses[:, i]) for i in range(6)]
     return (c + c.T) / 2 / GPa

@@ -22,7 +22,8 @@ def scaled_cells(atoms: Atoms, linear_strains: Sequence[float]) -> list[Atoms]:
 
 
 def uniaxial_cells(atoms: Atoms, axis: int, strains: Sequence[float]) -> list[Atoms]:
-    """Lattice vector ``axis`` scaled by 1 + s (an energy–strain curve); biaxial: see ``biaxial_cells``."""
+    """The Cartesian strain ε_aa = s along ``axis`` (an energy–strain curve): a lattice vector with
+    a component across that axis (a hexagonal cell's b along x) stretches by less than s."""
     out = []
     for s in strains:
         eps = np.zeros((3, 3))
@@ -41,7 +42,7 @@ def energies_per_atom(cells: Sequence[Atoms], calculator: CalculatorFactory) -> 
     out = []
     for atoms in cells:
         work = atoms.copy()
-        work.calc = calculator()
+        work.calc = calculator(work)
         out.append(work.get_potential_energy() / len(work))
     return np.array(out)
 

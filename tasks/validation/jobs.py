@@ -8,7 +8,6 @@ column of the table is that source's own prediction (Table II of the MoS2 study)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations_with_replacement
 from typing import Any
 
 import numpy as np
@@ -17,10 +16,12 @@ from ase import Atoms
 from tasks.outcome import Outcome, run_each
 from tasks.potential import PotentialFiles
 from tasks.structures import Structure
+from tasks.validation.elastic import DEFAULT_STRAINS
+from tasks.validation.phonons import HEXAGONAL_PATH
 from tasks.validation.relax import CalculatorFactory, relaxed, shortest_distances
+from tasks.validation.threshold import ThresholdSettings
 
-STEPS = ("structure", "elastic", "eos", "strain", "phonons", "defects", "dimers")
-HEXAGONAL = (("Γ", (0.0, 0.0, 0.0)), ("M", (0.5, 0.0, 0.0)), ("K", (1 / 3, 1 / 3, 0.0)), ("Γ", (0.0, 0.0, 0.0)))
+STEPS = ("structure", "elastic", "eos", "strain", "phonons", "defects", "dimers", "thresholds")
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,21 @@ class Source:
 
     def calculators(self) -> CalculatorFactory:
         if self.labeler is not None:
-            return lambda: self.labeler.calculator(None)
+            from tasks.labeling import labeler_calculator
+
+            return lambda atoms: labeler_calculator(atoms, self.labeler, "validate")
         from tasks.nnp.calculator import NNPCalculator
 
         model = self.potential.load()
-        return lambda: NNPCalculator(model)
+        return lambda atoms: NNPCalculator(model)
+
+    def model(self, elements=()):
+        """The source as a batched potential (MD): the labeler's calculator one system at a time."""
+        if self.labeler is None:
+            return self.potential.load()
+        from tasks.ase_potential import AseCalculatorPotential
+
+        return AseCalculatorPotential.of_factory(self.calculators(), elements)
 
 
 @dataclass(frozen=True)
@@ -55,19 +66,45 @@ class ValidationSettings:
     repeat: tuple[int, int, int]
     fmax_eV_per_A: float = 0.01
     max_steps: int = 1000
-    elastic_strains: tuple[float, ...] = (-0.01, -0.005, 0.005, 0.01)
+    elastic_strains: tuple[float, ...] = DEFAULT_STRAINS
     relax_ions: bool = True
     eos_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.10, 0.2001, 0.02), 10))
     curve_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.15, 0.1501, 0.01), 10))
     phonon_supercell: tuple[int, int, int] = (1, 1, 1)
     phonon_distance_A: float = 0.01
-    phonon_path: tuple = HEXAGONAL
+    phonon_path: tuple = HEXAGONAL_PATH
     phonon_points: int = 51
     defects: tuple[DefectCase, ...] = ()
     defect_repeat: tuple[int, int, int] = (1, 1, 1)
     dimer_distances_A: tuple[float, ...] = tuple(np.round(np.arange(0.5, 5.0001, 0.1), 10))
-    box_A: float = 20.0
+    box_A: float = 14.0  # isolated atoms and dimers, as the active-learning recipe labels them
+    threshold_species: tuple[str, ...] = ()
+    threshold_directions: int = 16
+    threshold: ThresholdSettings = ThresholdSettings()
+    threshold_repeat: tuple[int, int, int] = (1, 1, 1)
     seed: int = 0
+
+
+# What each step's result depends on besides its source and cell: a task key holds these alone, so
+# changing one step's settings redoes that step only
+STEP_SETTINGS = {
+    "structure": ("sheet", "repeat", "fmax_eV_per_A", "max_steps"),
+    "elastic": ("sheet", "elastic_strains", "relax_ions", "fmax_eV_per_A", "max_steps"),
+    "eos": ("sheet", "eos_strains"),
+    "strain": ("sheet", "curve_strains"),
+    "phonons": ("repeat", "phonon_supercell", "phonon_distance_A", "phonon_path", "phonon_points"),
+    "defects": ("defects", "defect_repeat", "fmax_eV_per_A", "max_steps", "box_A", "seed"),
+    "dimers": ("dimer_distances_A", "box_A"),
+    "thresholds": ("threshold_species", "threshold_directions", "threshold", "threshold_repeat"),
+    "forces": (),  # one displaced cell of the labeler's phonons: the cell is the whole input
+}
+
+
+def step_settings(settings: ValidationSettings, step: str) -> dict:
+    from dataclasses import asdict
+
+    everything = asdict(settings)
+    return {name: everything[name] for name in STEP_SETTINGS[step]}
 
 
 @dataclass(frozen=True)
@@ -91,13 +128,17 @@ class ValidationResult:
     values: list[Value] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     structure: Atoms | None = None  # the relaxed cell (structure step)
+    forces: np.ndarray | None = None  # (n_atoms, 3) eV/Å (forces step)
 
 
 @dataclass(frozen=True, eq=False)
 class ValidationJob:
     source: Source
     step: str
-    structure: Structure  # structure step: the reference cell; the others: the source's relaxed cell
+    structure: Structure  # structure step: the reference cell; forces: a displaced cell; the others: the
+    # source's relaxed cell
+    displaced_forces: np.ndarray | None = None  # phonons: forces on phonopy's displaced cells, computed
+    # as forces tasks (the labeler's); None: the phonons task computes them
 
 
 def validate_batch(keys: list[str], jobs: list[ValidationJob], settings: ValidationSettings) -> list[Outcome]:
@@ -105,9 +146,17 @@ def validate_batch(keys: list[str], jobs: list[ValidationJob], settings: Validat
 
 
 def _run(job: ValidationJob, settings: ValidationSettings) -> ValidationResult:
-    calculator = job.source.calculators()
     atoms = job.structure.to_atoms()
-    return _STEPS[job.step](atoms, calculator, settings)
+    if job.step == "thresholds":
+        return _thresholds(atoms, job.source.model(sorted(set(atoms.get_chemical_symbols()))), settings)
+    if job.step == "phonons":
+        return _phonons(atoms, job.source.calculators(), settings, job.displaced_forces)
+    return _STEPS[job.step](atoms, job.source.calculators(), settings)
+
+
+def _forces(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
+    atoms.calc = calculator(atoms)
+    return ValidationResult(forces=atoms.get_forces())
 
 
 def _structure(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
@@ -123,11 +172,11 @@ def _elastic(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings)
     from tasks.validation.elastic import bulk_elastic_GPa, sheet_elastic
 
     if s.sheet:
-        c = sheet_elastic(atoms, calculator, s.elastic_strains, s.relax_ions)
+        c = sheet_elastic(atoms, calculator, s.elastic_strains, s.relax_ions, s.fmax_eV_per_A, s.max_steps)
         return ValidationResult([Value("C11", "N/m", c.c11_N_per_m), Value("C12", "N/m", c.c12_N_per_m),
                                  Value("C66", "N/m", c.c66_N_per_m), Value("Y", "N/m", c.young_N_per_m),
                                  Value("nu", "", c.poisson)])
-    c = bulk_elastic_GPa(atoms, calculator, s.elastic_strains, s.relax_ions)
+    c = bulk_elastic_GPa(atoms, calculator, s.elastic_strains, s.relax_ions, s.fmax_eV_per_A, s.max_steps)
     return ValidationResult([Value(f"C{i + 1}{j + 1}", "GPa", float(c[i, j])) for i in range(6) for j in range(i, 6)])
 
 
@@ -169,13 +218,21 @@ def unit_cell(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
     return unit
 
 
-def _phonons(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
-    from tasks.validation.phonons import band_structure, displaced_cells, forces_of, frequencies_THz, phonopy_of, \
-        with_forces
+def phonon_displacements(relaxed_cell: Atoms, s: ValidationSettings):
+    """phonopy's object on the unit cell of a source's relaxed cell, and its displaced supercells."""
+    from tasks.validation.phonons import displaced_cells, phonopy_of
 
-    unit = unit_cell(atoms, s.repeat)
+    unit = unit_cell(relaxed_cell, s.repeat)
     phonon = phonopy_of(unit, s.phonon_supercell, s.phonon_distance_A)
-    with_forces(phonon, forces_of(displaced_cells(phonon, tuple(unit.pbc)), calculator))
+    return phonon, displaced_cells(phonon, tuple(unit.pbc))
+
+
+def _phonons(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings,
+             forces: np.ndarray | None = None) -> ValidationResult:
+    from tasks.validation.phonons import band_structure, forces_of, frequencies_THz, with_forces
+
+    phonon, cells = phonon_displacements(atoms, s)
+    with_forces(phonon, forces_of(cells, calculator) if forces is None else forces)
     gamma = frequencies_THz(phonon, [[0.0, 0.0, 0.0]])[0]
     distances, frequencies, labels = band_structure(phonon, s.phonon_path, s.phonon_points)
     corners = distances[np.r_[0, np.arange(1, len(labels)) * s.phonon_points - 1]]
@@ -198,7 +255,7 @@ def _defects(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings)
 
     perfect = atoms.repeat(s.defect_repeat)
     work = perfect.copy()
-    work.calc = calculator()
+    work.calc = calculator(work)
     perfect_energy = work.get_potential_energy()
     symbols = set(perfect.get_chemical_symbols()) | {d.replacement for d in s.defects if d.replacement}
     mu = _isolated(symbols, calculator, s.box_A)
@@ -211,21 +268,43 @@ def _defects(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings)
             defect, exchange = antisite(perfect, case.species, case.replacement, rng), {case.species: 1,
                                                                                           case.replacement: -1}
         values.append(Value(f"E_f({case.name})", "eV",
-                            formation_energy_eV(perfect_energy, defect, calculator, exchange, mu, s.fmax_eV_per_A)))
+                            formation_energy_eV(perfect_energy, defect, calculator, exchange, mu, s.fmax_eV_per_A,
+                                                s.max_steps)))
     return ValidationResult(values)
 
 
 def _dimers(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
     """E(r) of every pair of the structure's elements, minus the two isolated atoms."""
-    from tasks.validation.dimer import dimer_energies_eV
+    from tasks.validation.dimer import dimer_curves_eV
 
-    symbols = sorted(set(atoms.get_chemical_symbols()))
-    mu = _isolated(symbols, calculator, s.box_A)
     r = np.array(s.dimer_distances_A)
-    return ValidationResult([], [Curve(f"dimer {a}-{b}", "Å", "eV", r,
-                                       dimer_energies_eV(a, b, r, calculator, s.box_A) - mu[a] - mu[b])
-                                 for a, b in combinations_with_replacement(symbols, 2)])
+    curves = dimer_curves_eV(atoms.get_chemical_symbols(), r, calculator, s.box_A)
+    return ValidationResult([], [Curve(f"dimer {a}-{b}", "Å", "eV", r, e) for (a, b), e in curves.items()])
 
 
-_STEPS = {"structure": _structure, "elastic": _elastic, "eos": _eos, "strain": _strain, "phonons": _phonons,
-          "defects": _defects, "dimers": _dimers}
+def _thresholds(atoms: Atoms, model, s: ValidationSettings) -> ValidationResult:
+    """Per PKA species: the average over the hemisphere's directions (equal-area points, so the
+    plain mean is the solid-angle average) of each direction's bracket midpoint, the least, how
+    many directions lie outside the bracket (counted at its ends), and every direction's bracket."""
+    from tasks.validation.threshold import fibonacci_hemisphere, first_atom_of, threshold_energies
+
+    cell = atoms.repeat(s.threshold_repeat)
+    directions = fibonacci_hemisphere(s.threshold_directions)
+    polar = np.degrees(np.arccos(directions[:, 2]))
+    azimuth = np.degrees(np.arctan2(directions[:, 1], directions[:, 0]))
+    values, curves = [], []
+    for symbol in s.threshold_species:
+        found = threshold_energies(model, cell, first_atom_of(cell, symbol), directions, s.threshold)
+        middle = (found.threshold_eV + found.below_eV) / 2
+        outside = int(np.count_nonzero(found.threshold_eV == found.below_eV))
+        values += [Value(f"E_d({symbol})", "eV", float(middle.mean())),
+                   Value(f"E_d({symbol}) least", "eV", float(middle.min())),
+                   Value(f"E_d({symbol}) directions outside the bracket", "", float(outside))]
+        curves.append(Curve(f"E_d({symbol}) by direction: threshold, below, polar, azimuth", "direction",
+                            "eV, eV, deg, deg", np.arange(len(directions), dtype=float),
+                            np.stack([found.threshold_eV, found.below_eV, polar, azimuth], axis=1)))
+    return ValidationResult(values, curves)
+
+
+_STEPS = {"structure": _structure, "elastic": _elastic, "eos": _eos, "strain": _strain, "defects": _defects,
+          "dimers": _dimers, "forces": _forces}

@@ -39,7 +39,7 @@ def forces_of(cells: Sequence[Atoms], calculator: CalculatorFactory) -> np.ndarr
     out = []
     for atoms in cells:
         work = atoms.copy()
-        work.calc = calculator()
+        work.calc = calculator(work)
         out.append(work.get_forces())
     return np.array(out)
 

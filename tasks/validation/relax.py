@@ -10,7 +10,9 @@ from ase.calculators.calculator import Calculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-CalculatorFactory = Callable[[], Calculator]
+# the calculator for these atoms: a potential's, or the labeler's (which prepares the atoms: initial
+# magnetic moments, a workdir of their own, the distance check)
+CalculatorFactory = Callable[[Atoms], Calculator]
 CellFreedom = Literal["none", "in_plane", "full"]
 
 # Voigt (xx, yy, zz, yz, xz, xy): a sheet's cell relaxes in its plane only, its vacuum stays
@@ -24,7 +26,7 @@ def relaxed(atoms: Atoms, calculator: CalculatorFactory, cell: CellFreedom = "no
     from ase.calculators.singlepoint import SinglePointCalculator
 
     work = atoms.copy()
-    work.calc = calculator()
+    work.calc = calculator(work)
     target = work if cell == "none" else FrechetCellFilter(work, mask=_CELL_MASKS[cell])
     if not FIRE(target, logfile=None).run(fmax=fmax_eV_per_A, steps=max_steps):
         raise RuntimeError(f"relaxation of {work.get_chemical_formula()} did not reach fmax {fmax_eV_per_A} eV/Å "
@@ -59,8 +61,3 @@ def _image_distances(atoms: Atoms) -> np.ndarray:
     vectors = positions[None, :, None, :] + shifts[None, None] - positions[:, None, None, :]
     lengths = np.sqrt((vectors ** 2).sum(axis=-1))
     return np.where(lengths > 1e-8, lengths, np.inf).min(axis=-1)
-
-
-def lattice_constants(atoms: Atoms) -> tuple[float, float, float]:
-    """|a|, |b|, |c| (Å)."""
-    return tuple(float(x) for x in atoms.cell.lengths())
