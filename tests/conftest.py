@@ -138,3 +138,16 @@ def kill_launch_once_done(spec: Path, store_dir: Path, stage: str, count: int = 
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+# tblite as the campaign's default labeler runs it (tasks.labeling.TbliteLabeler), as ASE parameters
+TBLITE = {"method": "GFN1-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
+          "verbosity": 0}
+
+
+def tblite_potential_file(path: Path, elements: tuple[str, ...]) -> Path:
+    """tblite wrapped as a potential file (tasks.ase_potential): a potential that is the labeler."""
+    from tasks.ase_potential import AseCalculatorPotential
+
+    AseCalculatorPotential("tblite.ase:TBLite", TBLITE, elements=elements).save(path)
+    return path

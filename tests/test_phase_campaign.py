@@ -18,21 +18,16 @@ from icet.tools import enumerate_structures
 
 from campaign.recipes.phase_tables import PHASE_AGREEMENT, PHASE_CE_ROUNDS, PHASE_CELLS, PHASE_HULL, PHASE_RANKED
 from storage import CampaignStore
-from tasks.ase_potential import AseCalculatorPotential
 from tasks.phase.cells import without_vacancies
 from tasks.phase.lattice import Lattice
-from tests.conftest import kill_launch_once_done
+from tests.conftest import TBLITE, kill_launch_once_done, tblite_potential_file
 
 CLI = [sys.executable, "-m", "campaign.cli"]
-TBLITE = {"method": "GFN1-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
-          "verbosity": 0}
 
 
 @pytest.fixture(scope="module")
 def tblite_potential(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("potential") / "tblite.pt"
-    AseCalculatorPotential("tblite.ase:TBLite", TBLITE, elements=("Cr", "S")).save(path)
-    return path
+    return tblite_potential_file(tmp_path_factory.mktemp("potential") / "tblite.pt", ("Cr", "S"))
 
 
 def phase_spec(directory: Path, potential: Path, **changes) -> Path:

@@ -16,21 +16,16 @@ from ase.build import mx2
 
 from campaign.recipes.validate_tables import VALIDATION_STRUCTURES, comparison
 from storage import CampaignStore
-from tasks.ase_potential import AseCalculatorPotential
-from tests.conftest import kill_launch_once_done
+from tests.conftest import TBLITE, kill_launch_once_done, tblite_potential_file
 
 CLI = [sys.executable, "-m", "campaign.cli"]
-TBLITE = {"method": "GFN1-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
-          "verbosity": 0}
 STRAINS = [-0.005, 0.005]
 FMAX = 0.01
 
 
 @pytest.fixture(scope="module")
 def tblite_potential(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("potential") / "tblite.pt"
-    AseCalculatorPotential("tblite.ase:TBLite", TBLITE, elements=("Mo", "S")).save(path)
-    return path
+    return tblite_potential_file(tmp_path_factory.mktemp("potential") / "tblite.pt", ("Mo", "S"))
 
 
 def validate_spec(directory: Path, potential: Path, **changes) -> Path:
