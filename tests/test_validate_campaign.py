@@ -14,7 +14,7 @@ import yaml
 from ase import Atoms
 from ase.build import mx2
 
-from campaign.recipes.validate_tables import VALIDATION_STRUCTURES, comparison
+from campaign.recipes.validate_tables import VALIDATION_COMPARISON, VALIDATION_STRUCTURES, comparison
 from storage import CampaignStore
 from tests.conftest import TBLITE, kill_launch_once_done, tblite_potential_file
 
@@ -57,7 +57,9 @@ def test_bad_validation_specs_are_refused_before_the_store_exists(tmp_path, tbli
              ({"steps": ["elastic"]}, "must include 'structure'"),
              ({"defects": [{"name": "V_Mo10", "kind": "vacancy", "species": "Mo", "count": 10}]},
               "the defect cell has 9"),
-             ({"defect_repeat": [1, 1, 2]}, "a sheet repeats in its plane only")]
+             ({"defect_repeat": [1, 1, 2]}, "a sheet repeats in its plane only"),
+             ({"chemical_potential_references": [{"element": "S", "structure": {"file": "two.extxyz"}}]},
+              "must be one structure of S alone")]
     for changes, message in cases:
         spec = validate_spec(tmp_path, tblite_potential, **changes)
         done = subprocess.run([*CLI, "launch", str(spec), "--no-progress"], capture_output=True, text=True,
@@ -88,6 +90,7 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
         assert planned == set(done)
         stages = Counter(str(s) for s in store.read("plan", ["stage"])["stage"])
         rows = comparison(store, "tblite")
+        stored = store.read(VALIDATION_COMPARISON)
         block = store.read_structures(VALIDATION_STRUCTURES)
         k = [str(s) for s in block.frames["source"]].index("tblite")
         cell = Atoms(numbers=block.atom_values("numbers", k), positions=block.atom_values("positions_A", k),
@@ -133,6 +136,13 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
                       "validate-phonons": 1}, "the labeler's displaced cells are tasks of their own"
     assert ours == pytest.approx(gamma, abs=1e-6)
     assert np.sort(np.abs(ours))[:3] == pytest.approx([0, 0, 0], abs=0.1), "three acoustic modes at Γ (THz)"
+
+    # the finished launch stored the same comparison, errors included
+    last = stored["launch"] == stored["launch"].max()
+    kept = {(str(a), str(b)): (v, e) for a, b, v, e, keep in zip(stored["source"], stored["property"], stored["value"],
+                                                                  stored["error"], last) if keep}
+    assert len(kept) == len(rows) and all(kept[(r["source"], r["property"])][0] == r["value"] for r in rows)
+    assert kept[("wrapped", "C11")][1] == pytest.approx(value[("wrapped", "C11")]["error"])
 
     # the wrapped potential is the labeler: its errors vanish
     for prop in ("a", "C11", "C12", "ω_Γ9"):

@@ -16,7 +16,7 @@ from ase.eos import EquationOfState
 from ase.optimize import BFGS
 from ase.units import GPa
 
-from tasks.validation.defects import formation_energy_eV
+from tasks.validation.defects import elemental_chemical_potentials_eV, formation_energy_eV, relaxed_energy_eV
 from tasks.validation.dimer import dimer_curves_eV
 from tasks.validation.elastic import (EV_PER_A2_IN_N_PER_M, bulk_elastic_GPa, sheet_elastic, strain_matrix,
                                       strained)
@@ -186,15 +186,36 @@ def test_the_band_path_starts_and_ends_at_gamma(hcp_copper):
 def test_a_vacancy_formation_energy_is_that_of_ases_own_relaxation(copper):
     perfect = copper.repeat(3)
     e_perfect = energy(perfect)
-    mu = {"Cu": e_perfect / len(perfect)}  # an elemental reference: the bulk's energy per atom
+    mu = elemental_chemical_potentials_eV({"Cu": bulk("Cu", "fcc", a=3.7)}, emt, fmax_eV_per_A=1e-5)
+    assert mu["Cu"] == pytest.approx(e_perfect / len(perfect), abs=1e-6), "the crystal relaxes to the EOS minimum"
     defect = perfect.copy()
     del defect[4]
-    ours = formation_energy_eV(e_perfect, defect, emt, {"Cu": 1}, mu, fmax_eV_per_A=1e-3)
+    ours = formation_energy_eV(relaxed_energy_eV(defect, emt, "none", 1e-3), e_perfect, {"Cu": 1}, mu)
     reference = defect.copy()
     reference.calc = EMT()
     BFGS(reference, logfile=None).run(fmax=1e-4)
     assert ours == pytest.approx(reference.get_potential_energy() - e_perfect + mu["Cu"], abs=2e-4)
     assert ours > 0
+    with pytest.raises(ValueError, match="the reference of Cu holds"):
+        elemental_chemical_potentials_eV({"Cu": bulk("CuAu", "rocksalt", a=4.0)}, emt)
+
+
+def test_the_defects_step_reports_both_chemical_potentials(copper):
+    from tasks.labeling import AseLabeler
+    from tasks.structures import Structure
+    from tasks.validation.jobs import DefectCase, Source, ValidationJob, ValidationSettings, validate_batch
+
+    crystal = Structure.from_atoms(bulk("Cu", "fcc", a=3.7)).canonical()
+    settings = ValidationSettings(sheet=False, repeat=(1, 1, 1), defects=(DefectCase("V_Cu", "vacancy", "Cu"),),
+                                  defect_repeat=(3, 3, 3), references=(("Cu", crystal),), fmax_eV_per_A=1e-3)
+    source = Source("emt", labeler=AseLabeler(calculator_class="ase.calculators.emt.EMT"))
+    [outcome] = validate_batch(["k"], [ValidationJob(source, "defects", Structure.from_atoms(copper))], settings)
+    assert outcome.ok, outcome.traceback
+    values = {v.name: v.value for v in outcome.value.values}
+    shift = values["E(Cu atom)"] - values["μ(Cu) reference"]  # one Cu leaves: E_f moves by the μ difference
+    assert values["E_f(V_Cu)"] - values["E_f(V_Cu) vs references"] == pytest.approx(shift, abs=1e-9)
+    assert values["μ(Cu) reference"] == pytest.approx(energy(copper) / len(copper), abs=1e-5)
+    assert 0 < values["E_f(V_Cu) vs references"] < 3
 
 
 def test_dimer_curves_are_the_pair_formula():

@@ -10,6 +10,7 @@ the workers like any labeling.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -23,8 +24,8 @@ from campaign.keys import task_key
 from campaign.recipe import Recipe, RunContext, register
 from campaign.recipes.potential_source import PotentialSource, potential_files
 from campaign.recipes.structures import load_structures
-from campaign.recipes.validate_tables import TABLES, displaced_forces, job_rows, relaxed_structures, \
-    source_rows
+from campaign.recipes.validate_tables import TABLES, comparison_rows, displaced_forces, job_rows, \
+    relaxed_structures, source_rows
 from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
@@ -88,6 +89,14 @@ class ThresholdSpec(StrictModel):
                                  self.max_displacement_A, self.bond_cutoff_A)
 
 
+class ElementReference(StrictModel):
+    """A crystal of one element whose energy per atom (relaxed with its cell) is that element's
+    chemical potential for the defects, next to the isolated atom's."""
+
+    element: str
+    structure: StructureSource
+
+
 class ValidateSpec(RecipeSpec):
     kind: Literal["validate"] = "validate"
     structure: StructureSource = Field(..., description="the unit cell (one structure)")
@@ -114,6 +123,8 @@ class ValidateSpec(RecipeSpec):
     phonon_points: int = Field(51, ge=2)
     defects: list[DefectSpec] = Field(default_factory=list)
     defect_repeat: Triple = Field((1, 1, 1), description="the defect cell: the repeated cell repeated again")
+    chemical_potential_references: list[ElementReference] = Field(
+        default_factory=list, description="elemental crystals: E_f also against their energies per atom")
     dimer_distances_A: list[float] = Field(default_factory=lambda: list(ValidationSettings.dimer_distances_A),
                                            min_length=2)
     box_A: float = Field(14.0, gt=0, description="box of isolated atoms and dimers (not periodic)")
@@ -156,7 +167,8 @@ class ValidateSpec(RecipeSpec):
             phonon_supercell=tuple(self.phonon_supercell or self.repeat), phonon_distance_A=self.phonon_distance_A,
             phonon_path=tuple((n, tuple(q)) for n, q in self.phonon_path), phonon_points=self.phonon_points,
             defects=tuple(DefectCase(d.name, d.kind, d.species, d.count, d.replacement) for d in self.defects),
-            defect_repeat=tuple(self.defect_repeat), dimer_distances_A=tuple(self.dimer_distances_A),
+            defect_repeat=tuple(self.defect_repeat), references=reference_crystals(self),
+            dimer_distances_A=tuple(self.dimer_distances_A),
             box_A=self.box_A, threshold_species=tuple(self.thresholds.species) if self.thresholds else (),
             threshold_directions=self.thresholds.directions if self.thresholds else 16,
             threshold=self.thresholds.build() if self.thresholds else ThresholdSettings(),
@@ -164,6 +176,25 @@ class ValidateSpec(RecipeSpec):
 
 
 # -- plan -----------------------------------------------------------------------------------------
+def reference_crystals(recipe: ValidateSpec) -> tuple[tuple[str, dict], ...]:
+    """(element, canonical structure) of each chemical-potential reference, checked."""
+    elements = [ref.element for ref in recipe.chemical_potential_references]
+    if len(set(elements)) != len(elements):
+        raise SpecError(f"recipe.chemical_potential_references: elements repeat: {elements}")
+    return tuple((ref.element, _reference_crystal(k, ref))
+                 for k, ref in enumerate(recipe.chemical_potential_references))
+
+
+@functools.lru_cache(maxsize=64)  # every task key reads the settings: read each file once
+def _reference_crystal(k: int, ref: ElementReference) -> dict:
+    found = load_structures([ref.structure])
+    symbols = set(found[0].to_atoms().get_chemical_symbols()) if len(found) == 1 else set()
+    if len(found) != 1 or symbols != {ref.element}:
+        raise SpecError(f"recipe.chemical_potential_references.{k}: the reference of {ref.element} must be one "
+                        f"structure of {ref.element} alone, got {len(found)} holding {sorted(symbols)}")
+    return found[0].canonical()
+
+
 def reference_cell(recipe: ValidateSpec) -> Structure:
     found = load_structures([recipe.structure])
     if len(found) != 1:
@@ -277,6 +308,7 @@ def run_validation(context: RunContext, stages: Sequence[Stage]) -> list:
     if assembled:
         context.store.append(source_rows(context.launch, assembled))
         reports.append(context.run(stage_of(recipe, "validate-phonons", assembled)).report)
+    context.store.append(comparison_rows(context.store, recipe.labeler_name, context.launch))
     return reports
 
 

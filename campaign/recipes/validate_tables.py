@@ -10,6 +10,9 @@ Tables (xarray-readable like every table of the store):
   validation_sources             per launch, every item it planned and the source's name then: what
                                  the report reads (a renamed source, or a potential or setting
                                  changed since, leaves older rows out of the comparison)
+  validation_comparison          per launch that finished, ``comparison``: every value with each
+                                 potential's absolute and relative error against the labeler
+                                 (NaN where there is none) and its Δ(EOS)
 
 ``comparison(store)`` adds, per potential, the absolute and relative error against the labeler and
 the Δ between their equations of state (the Cr(1-x)S study's metric).
@@ -45,8 +48,12 @@ VALIDATION_FORCES = structure_tables(
 VALIDATION_SOURCES = columnar("validation_sources", "validation/sources", "item", (
     ("launch", "i4"), ("key", "str"), ("source", "str")))
 
+VALIDATION_COMPARISON = columnar("validation_comparison", "validation/comparison", "row", (
+    ("launch", "i4"), ("source", "str"), ("step", "str"), ("property", "str"), ("unit", "str"), ("value", "f8"),
+    ("error", "f8"), ("relative_error", "f8")))
+
 TABLES = (*VALIDATION_STRUCTURES.tables, VALIDATION_VALUES, VALIDATION_CURVES, *VALIDATION_FORCES.tables,
-          VALIDATION_SOURCES)
+          VALIDATION_SOURCES, VALIDATION_COMPARISON)
 
 
 def source_rows(launch: int, items: Sequence[WorkItem]) -> dict:
@@ -185,3 +192,13 @@ def comparison(store: CampaignStore, labeler: str) -> list[dict]:
                 rows.append({"source": source, "step": "eos", "property": "Δ(EOS)", "unit": "meV/atom",
                              "value": delta, "error": None, "relative_error": None})
     return rows
+
+
+def comparison_rows(store: CampaignStore, labeler: str, launch: int) -> dict:
+    rows = comparison(store, labeler)
+    number = lambda name: np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=float)  # noqa: E731
+    text = lambda name: np.array([r[name] for r in rows], dtype=object)  # noqa: E731
+    return {VALIDATION_COMPARISON.name: {
+        "launch": np.full(len(rows), launch, dtype=np.int32), "source": text("source"), "step": text("step"),
+        "property": text("property"), "unit": text("unit"), "value": number("value"), "error": number("error"),
+        "relative_error": number("relative_error")}}

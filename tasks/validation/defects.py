@@ -2,8 +2,8 @@
 
     E_f = E_defect − E_perfect + Σ_removed μ_X − Σ_added μ_Y
 
-with the chemical potentials μ of isolated atoms (the study's choice); the defect cell is relaxed at
-the perfect cell's shape.
+with the chemical potentials μ of isolated atoms (the study's choice) or of elemental reference
+crystals (relaxed with their cells); the defect cell is relaxed at the perfect cell's shape.
 """
 
 from __future__ import annotations
@@ -24,10 +24,25 @@ def isolated_atom_energy_eV(symbol: str, calculator: CalculatorFactory, box_A: f
     return float(atom.get_potential_energy())
 
 
-def formation_energy_eV(perfect_energy_eV: float, defect: Atoms, calculator: CalculatorFactory,
-                        exchange: Mapping[str, int], chemical_potentials_eV: Mapping[str, float],
-                        fmax_eV_per_A: float = 1e-3, max_steps: int = 2000) -> float:
-    """E_f of ``defect`` (relaxed here, cell fixed) against a perfect cell of the given energy;
-    ``exchange``: atoms of each element taken out (positive) or put in (negative)."""
-    energy = relaxed(defect, calculator, "none", fmax_eV_per_A, max_steps).get_potential_energy()
-    return float(energy - perfect_energy_eV + sum(n * chemical_potentials_eV[s] for s, n in exchange.items()))
+def relaxed_energy_eV(atoms: Atoms, calculator: CalculatorFactory, cell: str = "none", fmax_eV_per_A: float = 1e-3,
+                      max_steps: int = 2000) -> float:
+    return float(relaxed(atoms, calculator, cell, fmax_eV_per_A, max_steps).get_potential_energy())
+
+
+def formation_energy_eV(defect_energy_eV: float, perfect_energy_eV: float, exchange: Mapping[str, int],
+                        chemical_potentials_eV: Mapping[str, float]) -> float:
+    """E_f from the relaxed defect cell's and the perfect cell's energies; ``exchange``: atoms of
+    each element taken out (positive) or put in (negative)."""
+    return float(defect_energy_eV - perfect_energy_eV + sum(n * chemical_potentials_eV[s] for s, n in exchange.items()))
+
+
+def elemental_chemical_potentials_eV(references: Mapping[str, Atoms], calculator: CalculatorFactory,
+                                     fmax_eV_per_A: float = 1e-3, max_steps: int = 2000) -> dict[str, float]:
+    """μ of each element as the energy per atom of its reference (a crystal of that element alone),
+    relaxed with its cell."""
+    out = {}
+    for element, atoms in references.items():
+        if set(atoms.get_chemical_symbols()) != {element}:
+            raise ValueError(f"the reference of {element} holds {atoms.get_chemical_formula()}")
+        out[element] = relaxed_energy_eV(atoms, calculator, "full", fmax_eV_per_A, max_steps) / len(atoms)
+    return out

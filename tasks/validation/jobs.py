@@ -76,6 +76,7 @@ class ValidationSettings:
     phonon_points: int = 51
     defects: tuple[DefectCase, ...] = ()
     defect_repeat: tuple[int, int, int] = (1, 1, 1)
+    references: tuple[tuple[str, dict], ...] = ()  # (element, Structure.canonical() of its crystal)
     dimer_distances_A: tuple[float, ...] = tuple(np.round(np.arange(0.5, 5.0001, 0.1), 10))
     box_A: float = 14.0  # isolated atoms and dimers, as the active-learning recipe labels them
     threshold_species: tuple[str, ...] = ()
@@ -93,7 +94,7 @@ STEP_SETTINGS = {
     "eos": ("sheet", "eos_strains"),
     "strain": ("sheet", "curve_strains"),
     "phonons": ("repeat", "phonon_supercell", "phonon_distance_A", "phonon_path", "phonon_points"),
-    "defects": ("defects", "defect_repeat", "fmax_eV_per_A", "max_steps", "box_A", "seed"),
+    "defects": ("defects", "defect_repeat", "references", "fmax_eV_per_A", "max_steps", "box_A", "seed"),
     "dimers": ("dimer_distances_A", "box_A"),
     "thresholds": ("threshold_species", "threshold_directions", "threshold", "threshold_repeat"),
     "forces": (),  # one displaced cell of the labeler's phonons: the cell is the whole input
@@ -249,17 +250,22 @@ def _isolated(symbols, calculator: CalculatorFactory, box_A: float) -> dict[str,
 
 
 def _defects(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
-    """Formation energies with isolated atoms as chemical potentials (the MoS2 study's choice)."""
+    """Formation energies with isolated atoms as chemical potentials (the MoS2 study's choice), and
+    with the elemental references' where the spec names them (``E_f(...) vs references``)."""
     from tasks.active.initial import antisite, vacancy
-    from tasks.validation.defects import formation_energy_eV
+    from tasks.validation.defects import elemental_chemical_potentials_eV, formation_energy_eV, relaxed_energy_eV
 
     perfect = atoms.repeat(s.defect_repeat)
     work = perfect.copy()
     work.calc = calculator(work)
     perfect_energy = work.get_potential_energy()
     symbols = set(perfect.get_chemical_symbols()) | {d.replacement for d in s.defects if d.replacement}
-    mu = _isolated(symbols, calculator, s.box_A)
-    values = [Value(f"E({symbol} atom)", "eV", e) for symbol, e in mu.items()]
+    isolated = _isolated(symbols, calculator, s.box_A)
+    references = elemental_chemical_potentials_eV(
+        {element: Atoms(numbers=c["numbers"], positions=c["positions_A"], cell=c["cell_A"], pbc=c["pbc"])
+         for element, c in s.references}, calculator, s.fmax_eV_per_A, s.max_steps)
+    values = [Value(f"E({symbol} atom)", "eV", e) for symbol, e in isolated.items()]
+    values += [Value(f"μ({element}) reference", "eV/atom", mu) for element, mu in references.items()]
     for k, case in enumerate(s.defects):
         rng = np.random.default_rng([s.seed, k])
         if case.kind == "vacancy":
@@ -267,9 +273,11 @@ def _defects(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings)
         else:
             defect, exchange = antisite(perfect, case.species, case.replacement, rng), {case.species: 1,
                                                                                           case.replacement: -1}
-        values.append(Value(f"E_f({case.name})", "eV",
-                            formation_energy_eV(perfect_energy, defect, calculator, exchange, mu, s.fmax_eV_per_A,
-                                                s.max_steps)))
+        energy = relaxed_energy_eV(defect, calculator, "none", s.fmax_eV_per_A, s.max_steps)
+        values.append(Value(f"E_f({case.name})", "eV", formation_energy_eV(energy, perfect_energy, exchange, isolated)))
+        if all(element in references for element in exchange):
+            values.append(Value(f"E_f({case.name}) vs references", "eV",
+                                formation_energy_eV(energy, perfect_energy, exchange, references)))
     return ValidationResult(values)
 
 
