@@ -111,9 +111,9 @@ class ValidateSpec(RecipeSpec):
     max_relax_steps: int = Field(1000, ge=1)
     elastic_strains: list[float] = Field(default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2)
     relax_ions: bool = Field(True, description="relaxed-ion elastic constants (Table II's)")
-    eos_strains: list[float] = Field(default_factory=lambda: list(ValidationSettings.eos_strains), min_length=7,
-                                     description="linear strain of every lattice vector (bulk) or both in-plane "
-                                     "ones (sheet); the study: −10% … +20% in 2% steps")
+    eos_scales: list[float] = Field(default_factory=lambda: list(ValidationSettings.eos_scales), min_length=7,
+                                    description="V/V0 (a sheet: A/A0) of the equation of state; the Cr(1-x)S "
+                                    "study's Δ: (0.9 … 1.2)³ in steps of 0.02 in the lattice vectors")
     curve_strains: list[float] = Field(default_factory=lambda: list(ValidationSettings.curve_strains), min_length=2)
     phonon_supercell: Triple | None = Field(None, description="default: repeat")
     phonon_distance_A: float = Field(0.01, gt=0)
@@ -149,10 +149,11 @@ class ValidateSpec(RecipeSpec):
         defects = [d.name for d in self.defects]
         if len(set(defects)) != len(defects):
             raise ValueError(f"defect names repeat: {defects}")
-        for name, strains, least in (("elastic_strains", self.elastic_strains, 2), ("eos_strains", self.eos_strains, 7),
-                                     ("curve_strains", self.curve_strains, 2)):
-            if len(set(strains)) < least or min(strains) <= -1:
-                raise ValueError(f"{name} needs {least} distinct strains above -1 (the fits), got {strains}")
+        for name, values, least, floor in (("elastic_strains", self.elastic_strains, 2, -1),
+                                           ("eos_scales", self.eos_scales, 7, 0),
+                                           ("curve_strains", self.curve_strains, 2, -1)):
+            if len(set(values)) < least or min(values) <= floor:
+                raise ValueError(f"{name} needs {least} distinct values above {floor} (the fits), got {values}")
         repeats = [self.repeat, self.defect_repeat, self.phonon_supercell or self.repeat,
                    self.thresholds.repeat if self.thresholds else (1, 1, 1)]
         if self.sheet and any(r[2] != 1 for r in repeats):
@@ -163,7 +164,7 @@ class ValidateSpec(RecipeSpec):
         return ValidationSettings(
             sheet=self.sheet, repeat=tuple(self.repeat), fmax_eV_per_A=self.fmax_eV_per_A,
             max_steps=self.max_relax_steps, elastic_strains=tuple(self.elastic_strains), relax_ions=self.relax_ions,
-            eos_strains=tuple(self.eos_strains), curve_strains=tuple(self.curve_strains),
+            eos_scales=tuple(self.eos_scales), curve_strains=tuple(self.curve_strains),
             phonon_supercell=tuple(self.phonon_supercell or self.repeat), phonon_distance_A=self.phonon_distance_A,
             phonon_path=tuple((n, tuple(q)) for n, q in self.phonon_path), phonon_points=self.phonon_points,
             defects=tuple(DefectCase(d.name, d.kind, d.species, d.count, d.replacement) for d in self.defects),

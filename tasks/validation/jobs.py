@@ -68,7 +68,7 @@ class ValidationSettings:
     max_steps: int = 1000
     elastic_strains: tuple[float, ...] = DEFAULT_STRAINS
     relax_ions: bool = True
-    eos_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.10, 0.2001, 0.02), 10))
+    eos_scales: tuple[float, ...] = tuple(np.round(np.arange(0.70, 1.3001, 0.05), 10))  # of V0 (a sheet: A0)
     curve_strains: tuple[float, ...] = tuple(np.round(np.arange(-0.15, 0.1501, 0.01), 10))
     phonon_supercell: tuple[int, int, int] = (1, 1, 1)
     phonon_distance_A: float = 0.01
@@ -91,7 +91,7 @@ class ValidationSettings:
 STEP_SETTINGS = {
     "structure": ("sheet", "repeat", "fmax_eV_per_A", "max_steps"),
     "elastic": ("sheet", "elastic_strains", "relax_ions", "fmax_eV_per_A", "max_steps"),
-    "eos": ("sheet", "eos_strains"),
+    "eos": ("sheet", "eos_scales"),
     "strain": ("sheet", "curve_strains"),
     "phonons": ("repeat", "phonon_supercell", "phonon_distance_A", "phonon_path", "phonon_points"),
     "defects": ("defects", "defect_repeat", "references", "fmax_eV_per_A", "max_steps", "box_A", "seed"),
@@ -182,11 +182,13 @@ def _elastic(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings)
 
 
 def _eos(atoms: Atoms, calculator: CalculatorFactory, s: ValidationSettings) -> ValidationResult:
-    """Bulk: E(V) with every lattice vector scaled (the study's −10% … +20%). A sheet: E(area)
-    with both in-plane vectors scaled (its vacuum is not part of its volume)."""
+    """Bulk: E(V) with every lattice vector scaled alike to V/V0 = each of ``eos_scales``. A sheet:
+    E(area) with both in-plane vectors scaled to A/A0 (its vacuum is not part of its volume)."""
     from tasks.validation.eos import biaxial_cells, energies_per_atom, scaled_cells
 
-    cells = biaxial_cells(atoms, s.eos_strains) if s.sheet else scaled_cells(atoms, s.eos_strains)
+    scales = np.array(s.eos_scales)
+    cells = (biaxial_cells(atoms, scales ** (1 / 2) - 1) if s.sheet
+             else scaled_cells(atoms, scales ** (1 / 3) - 1))
     energies = energies_per_atom(cells, calculator)
     if s.sheet:
         x = np.array([np.linalg.norm(np.cross(c.cell[0], c.cell[1])) / len(c) for c in cells])
