@@ -1,4 +1,5 @@
-"""``campaign report DIR``: the figures of the store's recipe, from the store alone."""
+"""``campaign report DIR``: the figures of the store's recipe, from the store alone, and
+``index.html``, one self-contained page of them (images inline: it opens from disk, offline)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,42 @@ from storage import CampaignStore
 
 def write_report(store: CampaignStore, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return recipe_for(store_recipe_kind(store)).report(store, out_dir)
+    written = recipe_for(store_recipe_kind(store)).report(store, out_dir)
+    return [*written, write_index(store, out_dir / "index.html", written)]
+
+
+def write_index(store: CampaignStore, path: Path, parts: Sequence[Path]) -> Path:
+    """The status and every part of the report on one page: PNGs inline as data URIs, HTML
+    fragments (tables) inline, other text as preformatted."""
+    import base64
+    import html
+    import re
+
+    from campaign.status import campaign_status, format_status
+
+    status = campaign_status(store)
+    title = html.escape(f"campaign {status['campaign']} ({status['recipe']})")
+    body = [f"<h1>{title}</h1>", f"<pre>{html.escape(format_status(status))}</pre>"]
+    shown = {part.stem for part in parts if part.suffix == ".html"}
+    for part in parts:
+        if part.suffix not in (".png", ".html") and part.stem in shown:
+            continue  # a table also written as HTML (table.md beside table.html)
+        body.append(f"<h2>{html.escape(part.name)}</h2>")
+        if part.suffix == ".png":
+            data = base64.b64encode(part.read_bytes()).decode()
+            body.append(f"<img alt='{html.escape(part.stem)}' src='data:image/png;base64,{data}'>")
+        elif part.suffix == ".html":
+            text = part.read_text()
+            inner = re.search(r"<body[^>]*>(.*)</body>", text, re.S | re.I)
+            body.append(re.sub(r"<!doctype[^>]*>|<meta[^>]*>|<title>.*?</title>", "",
+                               inner.group(1) if inner else text, flags=re.S | re.I))
+        else:
+            body.append(f"<pre>{html.escape(part.read_text())}</pre>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}" \
+            "table{border-collapse:collapse}td,th{padding:2px 6px}"
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return path
 
 
 def pyplot():

@@ -108,7 +108,8 @@ def test_a_killed_anneal_resumes_onto_the_uninterrupted_trajectory(tmp_path, com
     report = subprocess.run([*CLI, "report", str(killed_dir / "store"), "--out", str(tmp_path / "report")],
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["acceptance.png", "energy.png", "layers.png"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["acceptance.png", "energy.png", "index.html",
+                                                                       "layers.png"]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -150,8 +150,8 @@ def test_a_killed_slab_mc_resumes_onto_the_uninterrupted_trajectory(tmp_path, ca
     status = capsys.readouterr().out
     assert status.count("step     300/500") == 3 and status.count("plateau at step 300") == 3, status[-2000:]
     assert main(["report", str(killed_dir / "store"), "--out", str(tmp_path / "report")]) == 0
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["acceptance.png", "energy.png", "jumps.png",
-                                                                       "layers.png"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["acceptance.png", "energy.png", "index.html",
+                                                                       "jumps.png", "layers.png"]
     out = tmp_path / "snapshots.extxyz"
     assert main(["export", str(killed_dir / "store"), "--snapshots", str(out)]) == 0
     snapshots = read(out, index=":")

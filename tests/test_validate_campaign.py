@@ -144,6 +144,14 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
     assert len(kept) == len(rows) and all(kept[(r["source"], r["property"])][0] == r["value"] for r in rows)
     assert kept[("wrapped", "C11")][1] == pytest.approx(value[("wrapped", "C11")]["error"])
 
+    # the report: the table, the phonon bands, and one self-contained page of both
+    report = subprocess.run([*CLI, "report", str(store_dir), "--out", str(tmp_path / "report")], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"table.md", "table.html", "phonons.png", "index.html"}
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 and page.count("<table") == 1 and "C11" in page
+
     # the wrapped potential is the labeler: its errors vanish
     for prop in ("a", "C11", "C12", "ω_Γ9"):
         assert abs(value[("wrapped", prop)]["relative_error"]) < 1e-3, value[("wrapped", prop)]
