@@ -224,3 +224,12 @@ def test_dimer_curves_are_the_pair_formula():
     lj = lambda r: 4 * (r ** -12 - r ** -6)  # noqa: E731
     assert list(curves) == [("Ar", "Ar")]
     assert curves[("Ar", "Ar")] == pytest.approx(lj(distances) - lj(9.0), abs=1e-9)
+
+
+def test_a_dimer_point_the_calculator_cannot_do_is_a_gap():
+    from tasks.labeling import AseLabeler, labeler_calculator
+
+    labeler = AseLabeler(calculator_class="ase.calculators.lj.LennardJones", parameters={"rc": 9.0},
+                         min_distance_A=0.95)
+    curves = dimer_curves_eV(["Ar"], [0.9, 1.0, 1.5], lambda atoms: labeler_calculator(atoms, labeler))
+    assert np.isnan(curves[("Ar", "Ar")][0]) and np.isfinite(curves[("Ar", "Ar")][1:]).all()
