@@ -109,7 +109,7 @@ class ValidateSpec(RecipeSpec):
     steps: list[Literal[STEPS]] = Field(default_factory=lambda: list(STEPS))
     fmax_eV_per_A: float = Field(0.01, gt=0)
     max_relax_steps: int = Field(1000, ge=1)
-    elastic_strains: list[float] = Field(default_factory=lambda: [-0.01, -0.005, 0.005, 0.01], min_length=2)
+    elastic_strains: list[float] = Field(default_factory=lambda: list(ValidationSettings.elastic_strains), min_length=2)
     relax_ions: bool = Field(True, description="relaxed-ion elastic constants (Table II's)")
     eos_scales: list[float] = Field(default_factory=lambda: list(ValidationSettings.eos_scales), min_length=7,
                                     description="V/V0 (a sheet: A/A0) of the equation of state; the Cr(1-x)S "
