@@ -219,9 +219,9 @@ def reference_cell(recipe: ValidateSpec) -> Structure:
     return Structure.from_atoms(atoms.repeat(recipe.repeat), tag="validate-reference")
 
 
-def sources(spec: CampaignSpec) -> list[Source]:
+def sources(spec: CampaignSpec, reference: Structure) -> list[Source]:
+    """The potentials (checked to know the reference cell's and the antisites' elements), then the labeler."""
     recipe: ValidateSpec = spec.recipe
-    reference = reference_cell(recipe)
     elements = {str(s) for s in reference.to_atoms().get_chemical_symbols()}
     elements |= {d.replacement for d in recipe.defects if d.replacement}
     out = []
@@ -257,7 +257,7 @@ def first_stage(spec: CampaignSpec) -> Stage:
     recipe: ValidateSpec = spec.recipe
     reference = reference_cell(recipe)
     items = [WorkItem(job_key(recipe, s, "structure", reference), ValidationJob(s, "structure", reference))
-             for s in sources(spec)]
+             for s in sources(spec, reference)]
     return stage_of(recipe, "validate-structure", items)
 
 

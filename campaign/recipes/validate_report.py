@@ -45,10 +45,10 @@ def status_lines(rows: dict) -> list[str]:
     return ["validate: steps finished per source: " + ", ".join(f"{s} {n}" for s, n in sorted(rows.items()))]
 
 
-def table_rows(store: CampaignStore) -> tuple[list[str], list[tuple[str, str, dict]]]:
+def table_rows(store: CampaignStore, drawn: dict | None = None) -> tuple[list[str], list[tuple[str, str, dict]]]:
     """The sources (the labeler first) and, per (property, unit), each source's cell text."""
     labeler = _labeler(store)
-    rows = comparison(store, labeler)
+    rows = comparison(store, labeler, drawn)
     sources = [labeler] + sorted({r["source"] for r in rows} - {labeler})
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for r in rows:
@@ -61,7 +61,8 @@ def table_rows(store: CampaignStore) -> tuple[list[str], list[tuple[str, str, di
 
 
 def write_report(store: CampaignStore, out_dir: Path) -> list[Path]:
-    sources, rows = table_rows(store)
+    drawn = curves(store)
+    sources, rows = table_rows(store, drawn)
     if not rows:
         raise ValueError(f"{store.directory} has no validation values yet (a structure step must finish first)")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,6 @@ def write_report(store: CampaignStore, out_dir: Path) -> list[Path]:
         f"<p>{html.escape(note)}</p><table border='1'><tr>{''.join(cell(h, 'th') for h in header)}</tr>"
         f"{body}</table>\n")
     paths = [out_dir / "table.md", out_dir / "table.html"]
-    drawn = curves(store)
     labeler = sources[0]
     for name, figure in (("eos", _eos), ("strain", _strain), ("phonons", _phonons), ("dimers", _dimers),
                          ("thresholds", _thresholds)):

@@ -160,7 +160,7 @@ def curves(store: CampaignStore) -> dict[tuple[str, str], tuple[np.ndarray, np.n
     return out
 
 
-def comparison(store: CampaignStore, labeler: str) -> list[dict]:
+def comparison(store: CampaignStore, labeler: str, drawn: dict | None = None) -> list[dict]:
     """Every value with, for the potentials, the error against the ``labeler`` source (relative
     only where the labeler's value is at least 1e-3 in its unit: not for the acoustic modes at Γ);
     and per potential the Δ (meV/atom) between its equation of state and the labeler's."""
@@ -178,7 +178,7 @@ def comparison(store: CampaignStore, labeler: str) -> list[dict]:
             rows.append({"source": str(source), "step": str(step), "property": str(prop), "unit": str(unit),
                          "value": float(value), "error": error,
                          "relative_error": None if error is None or abs(ref) < 1e-3 else error / abs(ref)})
-    drawn = curves(store)
+    drawn = curves(store) if drawn is None else drawn  # ``curves(store)``, when the caller has it
     if (labeler, "eos") in drawn:
         from tasks.validation.eos import delta_eV_per_atom
 
