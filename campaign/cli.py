@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--out", type=Path, help="folder for the PNG files; default: STORE/report")
 
+    p = sub.add_parser("dashboard", help="serve the live campaign page of a store (running or finished), no cluster")
+    p.add_argument("store", type=Path)
+    p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
+    p.add_argument("--port", type=int, default=0, help="default: a free port (printed)")
+    p.add_argument("--refresh-s", type=float, default=2.0, help="seconds between reads of the store")
+
     p = sub.add_parser("export", help="write labeled structures to a file (extxyz) or a folder (deepmd)")
     p.add_argument("store", type=Path)
     p.add_argument("--to", dest="fmt", default="extxyz", choices=["extxyz", "deepmd"],
@@ -108,6 +114,32 @@ def _report(args) -> int:
         return EXIT_BAD_INPUT
     for path in written:
         print(path)
+    return 0
+
+
+def _dashboard(args) -> int:
+    from tornado.ioloop import IOLoop
+
+    from campaign.page.serve import start_page_server
+    from storage import CampaignStore
+
+    store = _store_dir(args.store)
+    CampaignStore.open(store).close()  # not a store, or a damaged one: say so now, not in the browser
+    if args.refresh_s <= 0:
+        print(f"error: --refresh-s must be positive, not {args.refresh_s:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        server = start_page_server(store, args.address, args.port, args.refresh_s)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.address}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"Campaign page: {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        IOLoop.current().start()
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C, or SIGTERM from a job's end: the page just stops
+        pass
+    finally:
+        server.stop()
     return 0
 
 
@@ -239,7 +271,8 @@ def _run(args) -> int:
 
     _set_levels(("distributed", "dask_jobqueue", "bokeh", "tornado", "trainstation"), logging.ERROR)
     try:
-        return {"launch": _launch, "status": _status, "report": _report, "export": _export}[args.command](args)
+        return {"launch": _launch, "status": _status, "report": _report, "export": _export,
+                "dashboard": _dashboard}[args.command](args)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

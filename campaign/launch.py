@@ -9,11 +9,13 @@ from typing import Callable, Iterator
 
 from distributed import Client
 
+from campaign.page.document import ROUTE, CampaignPage
 from campaign.recipe import RunContext, recipe_for
 from campaign.runner import StageReport, record_plan
 from campaign.spec import CampaignSpec
 from campaign.stage import Stage
 from schedulers.cluster import RunningCluster, open_cluster
+from schedulers.dashboard import page_link
 from storage import CampaignStore
 from storage.schema import LABELED
 from tasks.cell_validity import cell_problems
@@ -45,7 +47,8 @@ def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningClust
     if client is not None:
         yield RunningCluster.external(client)
     else:
-        with open_cluster(spec.scheduler, Path(spec.store)) as running:
+        page = CampaignPage(spec.store)
+        with open_cluster(spec.scheduler, Path(spec.store), pages={ROUTE: page.dask_document}) as running:
             yield running
 
 
@@ -62,6 +65,8 @@ def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool =
         say(f"Store: {Path(spec.store).resolve()} (launch {launch_index})")
         with _cluster(spec, client) as running:
             say(f"Dashboard: {running.dashboard_link}")
+            for route in running.pages:
+                say(f"Campaign page: {page_link(running.dashboard_link, route)}")
             running.wait_for_first_worker()
             context = RunContext(spec, running.client, store, launch_index, progress=progress,
                                  health_check=running.check_health, gpu=running.has_gpus, say=say, planned=planned)

@@ -2,8 +2,9 @@
 
 A recipe kind is one module (``campaign/recipes/<kind>.py`` for the built-in ones) holding a
 ``Recipe`` subclass that owns its spec model, its plan and run, its store tables, its rows in
-``campaign status`` and its figures in ``campaign report``, and registers it. ``launch``,
-``status``, ``report`` and the spec parser find it here by ``kind``; the core never names one.
+``campaign status``, its figures in ``campaign report`` and its panels on the live campaign page,
+and registers it. ``launch``, ``status``, ``report``, the page and the spec parser find it here
+by ``kind``; the core never names one.
 Recipes from other packages are found through the ``campaign.recipes`` entry-point group (each
 entry point names a module that registers its recipe when imported).
 """
@@ -22,6 +23,7 @@ from storage.tables import Table
 if TYPE_CHECKING:
     from distributed import Client
 
+    from campaign.page.panel import Panel
     from campaign.runner import StageReport, StageRun
     from campaign.spec import CampaignSpec, RecipeSpec
     from campaign.stage import Stage
@@ -95,6 +97,11 @@ class Recipe:
     def report(self, store: "CampaignStore", out_dir: Path) -> list[Path]:
         """Write the recipe's figures into ``out_dir``; returns their paths."""
         raise ValueError(f"recipe {self.kind!r} draws no report")
+
+    def panels(self) -> list["Panel"]:
+        """The recipe's own boxes on the live campaign page (campaign.page), after the stages and
+        failures every page has."""
+        return []
 
 
 _REGISTRY: dict[str, Recipe] = {}

@@ -6,11 +6,12 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from distributed import Client
 
+from schedulers.dashboard import DashboardPage, dashboard_pages
 from schedulers.errors import SchedulerError
 from schedulers.local import local_cluster
 from schedulers.settings import SchedulerKind, SchedulerSettings
@@ -25,6 +26,7 @@ class RunningCluster:
     has_gpus: bool = False
     worker_start_timeout_s: float = 600.0
     dashboard_host: str | None = None  # where the dashboard listens, when not on every interface
+    pages: list[str] = field(default_factory=list)  # routes of extra dashboard pages
     _no_workers_since: float | None = field(default=None, repr=False)
 
     @classmethod
@@ -77,6 +79,12 @@ def _bound_host(address: str) -> str | None:
     return None if host in ("", "0.0.0.0", "[::]", "*") else host
 
 
+def _served(cluster: Any, pages: Mapping[str, DashboardPage] | None) -> list[str]:
+    """The routes of ``pages`` that the cluster's dashboard serves (none without a dashboard)."""
+    services = getattr(getattr(cluster, "scheduler", None), "services", {})
+    return sorted(pages or {}) if "dashboard" in services else []
+
+
 def slurm_job_script(settings: SchedulerSettings, shared_directory: Path) -> str:
     """The script each worker job would run (a scheduler is started and closed, nothing submitted)."""
     cluster = slurm_cluster(settings.slurm, shared_directory)
@@ -87,19 +95,24 @@ def slurm_job_script(settings: SchedulerSettings, shared_directory: Path) -> str
 
 
 @contextlib.contextmanager
-def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterator[RunningCluster]:
-    """A started cluster with at least one worker, closed (jobs cancelled) on exit."""
+def open_cluster(settings: SchedulerSettings, shared_directory: Path,
+                 pages: Mapping[str, DashboardPage] | None = None) -> Iterator[RunningCluster]:
+    """A started cluster with at least one worker, closed (jobs cancelled) on exit. ``pages``:
+    extra dashboard pages by route (schedulers.dashboard)."""
     if settings.kind is SchedulerKind.local:
-        cluster = local_cluster(settings.local)
+        with dashboard_pages(pages or {}):
+            cluster = local_cluster(settings.local)
         try:
             with Client(cluster) as client:
-                yield RunningCluster(client, cluster, "local", has_gpus=settings.has_gpus)
+                yield RunningCluster(client, cluster, "local", has_gpus=settings.has_gpus,
+                                     pages=_served(cluster, pages))
         finally:
             cluster.close()
         return
 
     slurm = settings.slurm
-    cluster = slurm_cluster(slurm, shared_directory)
+    with dashboard_pages(pages or {}):
+        cluster = slurm_cluster(slurm, shared_directory)
     try:
         check_sbatch_accepts(cluster.job_script())
         if slurm.adapt is not None:
@@ -109,7 +122,8 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path) -> Iterato
         with Client(cluster) as client:
             running = RunningCluster(client, cluster, "slurm", has_gpus=settings.has_gpus,
                                      worker_start_timeout_s=slurm.worker_start_timeout_s,
-                                     dashboard_host=_bound_host(slurm.dashboard_address))
+                                     dashboard_host=_bound_host(slurm.dashboard_address),
+                                     pages=_served(cluster, pages))
             yield running
     finally:
         cluster.close()

@@ -12,10 +12,11 @@ extras=""
 if [ "${1:-}" = "--test" ]; then
     extras="[test,gpaw,deepmd]"
     # GPAW builds against these; do not install Debian's gpaw package (its MPI breaks the pip build).
-    if ! dpkg -s libxc-dev libopenblas-dev libfftw3-dev >/dev/null 2>&1; then
+    # chromium and its driver: the browser tests of the campaign page (nothing is downloaded at test time).
+    if ! dpkg -s libxc-dev libopenblas-dev libfftw3-dev chromium chromium-driver >/dev/null 2>&1; then
         as_root apt-get update -q
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            -o DPkg::Lock::Timeout=600 libxc-dev libopenblas-dev libfftw3-dev
+            -o DPkg::Lock::Timeout=600 libxc-dev libopenblas-dev libfftw3-dev chromium chromium-driver
     fi
     as_root bash scripts/slurm_localhost.sh install
 fi

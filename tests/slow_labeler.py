@@ -8,18 +8,21 @@ from tblite.ase import TBLite
 
 
 class SometimesSlowTBLite(Calculator):
-    """GFN1-xTB; sleeps ``delay_s`` first for structures whose position checksum is ≡ 0 mod ``every``."""
+    """GFN1-xTB; sleeps ``delay_s`` first for structures whose position checksum is ≡ 0 mod ``every``;
+    with ``fail_every``, fails (as a DFT code that does not converge) for those ≡ 1 mod ``fail_every``."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, delay_s: float = 10.0, every: int = 2, **kwargs):
+    def __init__(self, delay_s: float = 10.0, every: int = 2, fail_every: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.delay_s, self.every = delay_s, every
+        self.delay_s, self.every, self.fail_every = delay_s, every, fail_every
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         if is_slow(self.atoms, self.every):
             time.sleep(self.delay_s)
+        if self.fail_every and checksum(self.atoms) % self.fail_every == 1:
+            raise RuntimeError("SCF did not converge (tests.slow_labeler fails this structure on purpose)")
         inner = TBLite(method="GFN1-xTB", verbosity=0)
         atoms = self.atoms.copy()
         atoms.calc = inner
@@ -29,5 +32,9 @@ class SometimesSlowTBLite(Calculator):
             self.results["stress"] = atoms.get_stress()
 
 
+def checksum(atoms) -> int:
+    return int(np.round(np.abs(atoms.positions).sum() * 1e3))
+
+
 def is_slow(atoms, every: int) -> bool:
-    return int(np.round(np.abs(atoms.positions).sum() * 1e3)) % every == 0
+    return checksum(atoms) % every == 0

@@ -739,3 +739,8 @@ class ActiveLearningRecipe(Recipe):
 
     def report(self, store: CampaignStore, out_dir: Path) -> list[Path]:
         return write_figures(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.active_learning_panels import PANELS
+
+        return list(PANELS)

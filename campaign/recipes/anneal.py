@@ -217,3 +217,9 @@ class AnnealRecipe(Recipe):
         from campaign.recipes.anneal_report import write_figures
 
         return write_figures(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.anneal_tables import ANNEAL_TRACE
+        from campaign.recipes.chain_panels import ChainTracePanel
+
+        return [ChainTracePanel("anneal-chains", "Annealing: every chain", ANNEAL_TRACE)]

@@ -274,3 +274,8 @@ class IrradiationRecipe(Recipe):
 
     def report(self, store: CampaignStore, out_dir: Path) -> list[Path]:
         return write_figures(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.irradiation_panels import PANELS
+
+        return list(PANELS)

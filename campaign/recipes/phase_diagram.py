@@ -587,3 +587,8 @@ class PhaseDiagramRecipe(Recipe):
         from campaign.recipes.phase_report import write_figures
 
         return write_figures(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.phase_panels import PANELS
+
+        return list(PANELS)

@@ -289,3 +289,9 @@ class SlabMcRecipe(Recipe):
         from campaign.recipes.slab_report import write_figures
 
         return write_figures(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.chain_panels import ChainTracePanel
+        from campaign.recipes.slab_tables import SLAB_TRACE
+
+        return [ChainTracePanel("slab-chains", "Slab Monte Carlo: every chain", SLAB_TRACE)]

@@ -362,3 +362,8 @@ class ValidateRecipe(Recipe):
         from campaign.recipes.validate_report import write_report
 
         return write_report(store, out_dir)
+
+    def panels(self) -> list:
+        from campaign.recipes.validate_panels import PANELS
+
+        return list(PANELS)

@@ -1,0 +1,188 @@
+"""The campaign page: a bokeh document of the common panels and the store's recipe's panels.
+
+One ``CampaignPage`` per store. While at least one browser has the page open, one reader thread
+opens the store read-only every ``refresh_s`` (only committed rows: ``CampaignStore.open``),
+skips the read when the store's root metadata has not changed since the last one, and keeps the
+panels' data as a snapshot. The documents' callbacks, on the dashboard's event loop, only copy a
+newer snapshot into their models: the scheduler's loop never waits for the disk, and the page
+never writes.
+
+Served two ways: inside Dask's dashboard (``schedulers.dashboard.dashboard_pages`` with
+``page.dask_document``; same address and port as Dask's own pages) during ``campaign launch``, and
+by ``campaign.page.serve`` for any store, running or finished, without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from campaign.page.common import COMMON_PANELS
+from campaign.page.panel import Panel, PanelData
+from campaign.recipe import Recipe, recipe_for, store_recipe_kind
+from campaign.errors import SpecError
+from storage import CampaignStore
+from storage.errors import StoreError
+from storage.schema import ZARR_NAME
+
+ROUTE = "/campaign"
+TITLE = "Campaign"
+
+
+@dataclass
+class Snapshot:
+    version: int
+    read_unix: float
+    panels: Sequence[Panel] = ()
+    data: dict[str, PanelData] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # panels that could not be read this time
+
+
+def page_panels(store: CampaignStore) -> list[Panel]:
+    """The common panels, then those of the store's recipe (a recipe this installation does not
+    know still gets the common ones)."""
+    try:
+        recipe = recipe_for(store_recipe_kind(store))
+    except SpecError:
+        recipe = Recipe()
+    return [*COMMON_PANELS, *recipe.panels()]
+
+
+class CampaignPage:
+    def __init__(self, store_dir: str | Path, refresh_s: float = 2.0):
+        self.store_dir = Path(store_dir)
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot(version=0, read_unix=0.0)
+        self._signature = b""
+        self._sessions = 0
+        self._wanted = threading.Event()  # set while a browser has the page open
+        self._thread: threading.Thread | None = None
+
+    # -- the reader thread -----------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def read_now(self) -> Snapshot:
+        """Read the store (unless its root metadata is unchanged) and publish the snapshot."""
+        signature = self._store_signature()
+        previous = self.snapshot()
+        if signature == self._signature and previous.version:
+            snapshot = Snapshot(previous.version + 1, time.time(), previous.panels, previous.data, previous.problems)
+        else:
+            snapshot = self._read(previous)
+            self._signature = signature
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _store_signature(self) -> bytes:
+        # the root zarr.json holds the committed row counts and the launches: unchanged, nothing new
+        try:
+            return hashlib.sha256((self.store_dir / ZARR_NAME / "zarr.json").read_bytes()).digest()
+        except OSError:
+            return b""
+
+    def _read(self, previous: Snapshot) -> Snapshot:
+        try:
+            store = CampaignStore.open(self.store_dir)
+        except StoreError as exc:
+            return Snapshot(previous.version + 1, time.time(), previous.panels, previous.data, [str(exc)])
+        panels = previous.panels or page_panels(store)
+        data, problems = dict(previous.data), []
+        for panel in panels:
+            try:
+                data[panel.name] = panel.read(store)
+            except Exception as exc:  # one panel's trouble must not take the page down
+                problems.append(f"{panel.name}: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
+        return Snapshot(previous.version + 1, time.time(), panels, data, problems)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            started = time.monotonic()
+            self.read_now()
+            time.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
+
+    def _join(self) -> None:
+        with self._lock:
+            self._sessions += 1
+            self._wanted.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="campaign-page-reader", daemon=True)
+                self._thread.start()
+
+    def _leave(self, session_context: Any) -> None:
+        with self._lock:
+            self._sessions -= 1
+            if self._sessions <= 0:
+                self._wanted.clear()
+
+    # -- documents -------------------------------------------------------------------------
+    def dask_document(self, scheduler: Any, extra: dict, doc: Any) -> None:
+        """The signature of Dask's dashboard applications (``distributed.dashboard.scheduler``):
+        the page in Dask's own template, with its navigation bar."""
+        from distributed.dashboard.components.scheduler import BOKEH_THEME, env
+
+        self.document(doc)
+        doc.template = env.get_template("simple.html")
+        doc.template_variables.update(extra)
+        doc.theme = BOKEH_THEME
+
+    def document(self, doc: Any) -> None:
+        from bokeh.layouts import column
+        from bokeh.models import ColumnDataSource, Div
+
+        self._join()
+        doc.on_session_destroyed(self._leave)
+        doc.title = f"{TITLE}: {self.store_dir.name}"
+        status = Div(text="reading the store…", name="page.status", sizing_mode="stretch_width")
+        root = column(status, sizing_mode="stretch_width", name="page.root")
+        doc.add_root(root)
+        models: dict[str, dict[str, Any]] = {}
+        shown = {"version": 0}
+
+        def refresh() -> None:
+            snapshot = self.snapshot()
+            if snapshot.version == shown["version"]:
+                return
+            if not models and snapshot.data:
+                boxes = []
+                for panel in snapshot.panels:
+                    if panel.name not in snapshot.data:
+                        continue
+                    mine = models[panel.name] = {}
+                    for name, value in snapshot.data[panel.name].items():
+                        model_name = f"{panel.name}.{name}"
+                        mine[name] = Div(text=value, name=model_name, sizing_mode="stretch_width") \
+                            if isinstance(value, str) else ColumnDataSource(value, name=model_name)
+                    boxes.append(Div(text=f"<h3 style='margin:0.6em 0 0.2em'>{html.escape(panel.title)}</h3>"))
+                    boxes.append(panel.draw(mine))
+                root.children = [status, *boxes]
+                for mine in models.values():  # drawn or not, every source reaches the browser
+                    for model in mine.values():
+                        if isinstance(model, ColumnDataSource):
+                            doc.add_root(model)
+            else:
+                for panel_name, mine in models.items():
+                    for name, value in snapshot.data.get(panel_name, {}).items():
+                        if isinstance(value, str):
+                            if mine[name].text != value:
+                                mine[name].text = value
+                        elif mine[name].data != value:
+                            mine[name].data = value
+            shown["version"] = snapshot.version
+            problems = "".join(f"<br><span style='color:#b00'>{html.escape(p)}</span>" for p in snapshot.problems)
+            status.text = (f"refreshed {time.strftime('%H:%M:%S', time.localtime(snapshot.read_unix))} "
+                           f"(every {self.refresh_s:g} s, committed rows only){problems}")
+            status.tags = [snapshot.read_unix]  # when the shown data was read, for scripts and tests
+
+        doc.add_periodic_callback(refresh, 250)
