@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", type=Path)
     p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     p.add_argument("--port", type=int, default=0, help="default: a free port (printed)")
-    p.add_argument("--refresh-s", type=float, default=2.0, help="seconds between reads of the store")
+    p.add_argument("--refresh-s", type=float, default=3.0, help="seconds between reads of the store")
 
     p = sub.add_parser("export", help="write labeled structures to a file (extxyz) or a folder (deepmd)")
     p.add_argument("store", type=Path)

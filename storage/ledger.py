@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -89,3 +90,67 @@ def failures(store: CampaignStore, limit: int | None = None) -> list[dict]:
                       rows=np.array(rows))
     return [{name: (values[i].item() if hasattr(values[i], "item") else values[i]) for name, values in data.items()}
             for i in range(len(rows))]
+
+
+class LedgerFollower:
+    """``stage_summary`` and the failed keys of a store that is being written, kept up to date by
+    reading only the plan and ledger rows committed since the last ``update`` (both tables only
+    grow): what a page refreshing every few seconds can afford on a ledger of millions of rows."""
+
+    def __init__(self) -> None:
+        self._plan_rows = self._ledger_rows = 0
+        self.stage_of: dict[str, str] = {}
+        self.latest: dict[str, tuple[str, int, float]] = {}  # key → (status, ledger row, finished_unix)
+        self._counts: dict[str, dict[str, int]] = {}
+        self._failed: dict[str, int] = {}  # key → ledger row, of the keys that stand failed
+        self._done: dict[str, deque[float]] = {}  # per stage: finished_unix of its done entries, ledger order
+
+    @staticmethod
+    def _bucket(entry: tuple[str, int, float] | None) -> str:
+        return entry[0] if entry is not None and entry[0] in (DONE, FAILED) else "pending"
+
+    def update(self, store: CampaignStore) -> None:
+        n_plan, n_ledger = store.length(PLAN), store.length(LEDGER)
+        if n_plan < self._plan_rows or n_ledger < self._ledger_rows:  # not the store followed so far
+            self.__init__()
+        plan = store.read(PLAN, ["key", "stage"], rows=slice(self._plan_rows, n_plan))
+        for key, stage in zip(plan["key"], plan["stage"]):
+            key, stage = str(key), str(stage)
+            self.stage_of[key] = stage
+            counts = self._counts.setdefault(stage, {"done": 0, "failed": 0, "pending": 0})
+            counts[self._bucket(self.latest.get(key))] += 1
+        ledger = store.read(LEDGER, ["key", "status", "finished_unix"], rows=slice(self._ledger_rows, n_ledger))
+        for offset, (key, status, finished) in enumerate(zip(ledger["key"], ledger["status"], ledger["finished_unix"])):
+            key = str(key)
+            before, after = self.latest.get(key), (str(status), self._ledger_rows + offset, float(finished))
+            self.latest[key] = after
+            if after[0] == FAILED:
+                self._failed[key] = after[1]
+            else:
+                self._failed.pop(key, None)
+            if key in self.stage_of:
+                counts = self._counts[self.stage_of[key]]
+                counts[self._bucket(before)] -= 1
+                counts[self._bucket(after)] += 1
+                if after[0] == DONE:
+                    self._done.setdefault(self.stage_of[key], deque()).append(after[2])
+        self._plan_rows, self._ledger_rows = n_plan, n_ledger
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """What ``stage_summary`` says of the store as of the last update."""
+        return {stage: dict(counts) for stage, counts in self._counts.items()}
+
+    def done_since(self, since_unix: float) -> dict[str, tuple[int, float]]:
+        """Per stage: how many items were done at or after ``since_unix``, and when the first of
+        them was (earlier entries are forgotten: call with a time that only moves forward)."""
+        out = {}
+        for stage, times in self._done.items():
+            while times and times[0] < since_unix:
+                times.popleft()
+            if times:
+                out[stage] = (len(times), times[0])
+        return out
+
+    def failed_rows(self) -> list[int]:
+        """Ledger rows of the keys that stand failed, oldest first (as ``failures`` orders them)."""
+        return sorted(self._failed.values())

@@ -140,6 +140,15 @@ def kill_launch_once_done(spec: Path, store_dir: Path, stage: str, count: int = 
     proc.wait()
 
 
+def page_data(store_dir: Path) -> dict:
+    """What the campaign page (campaign.page) would show of the store: panel → name → data."""
+    from campaign.page.document import CampaignPage
+
+    snapshot = CampaignPage(store_dir).read_now()
+    assert not snapshot.problems, snapshot.problems
+    return snapshot.data
+
+
 # tblite as the campaign's default labeler runs it (tasks.labeling.TbliteLabeler), as ASE parameters
 TBLITE = {"method": "GFN1-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
           "verbosity": 0}

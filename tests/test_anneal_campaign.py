@@ -20,7 +20,7 @@ from tasks.nnp.committee import Committee
 from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings
 from tasks.potential import load_potential
-from tests.conftest import kill_launch_once_done, launch_cli, sorted_rows
+from tests.conftest import kill_launch_once_done, launch_cli, page_data, sorted_rows
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 
@@ -102,6 +102,9 @@ def test_a_killed_anneal_resumes_onto_the_uninterrupted_trajectory(tmp_path, com
         pick = [str(c) == atoms.info["chain"] for c in layers["chain"]] & (layers["cycle"] == atoms.info["cycle"])
         assert layers["metal_atoms"][pick].sum() == atoms.get_chemical_symbols().count("Cr")
         assert layers["sites"][pick].tolist() == [4, 4], "a 2×2×1 NiAs cell has two metal layers of four sites"
+
+    chains = page_data(killed_dir / "store")["anneal-chains"]["chains"]  # the campaign page
+    assert sorted(chains["chain"]) == sorted(set(layers["chain"].tolist())) and set(chains["last_step"]) == {80}
 
     status = subprocess.run([*CLI, "status", str(killed_dir / "store")], capture_output=True, text=True, timeout=300)
     assert status.returncode == 0 and "step       80/80" in status.stdout, status.stdout[-2000:]

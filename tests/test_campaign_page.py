@@ -8,7 +8,6 @@ go to ``test-artifacts/`` (or $CAMPAIGN_TEST_ARTIFACTS).
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,9 @@ from distributed import LocalCluster
 
 from campaign.launch import launch
 from campaign.spec import load_spec
+from scripts.headless_chromium import open_chromium
 from storage import CampaignStore
+from storage.ledger import LedgerEntry, LedgerFollower, failures, latest_status, ledger_block, plan_block, stage_summary
 from tasks.active.select import HISTOGRAM_EDGES_EV_PER_A
 from tests.conftest import small_crs, write_spec
 from tests.test_active_learning import al_spec
@@ -53,18 +54,7 @@ return out;
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "these tests need Debian's chromium and chromium-driver: scripts/setup.sh --test"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2600"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = open_chromium()
     try:
         yield driver
     finally:
@@ -132,6 +122,31 @@ def test_dashboard_of_a_folder_that_is_no_store_is_refused(tmp_path):
     done = subprocess.run([*CLI, "dashboard", str(tmp_path)], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env=ENV)
     assert done.returncode == 2 and "is not a campaign store" in done.stderr, done.stderr
+
+
+def test_the_page_follows_the_ledger_row_by_row_to_what_status_reads_whole(tmp_path):
+    """Plans and attempts arrive in random order and sizes (retries, keys planned after their
+    attempt, failures that later succeed); after each commit the follower that read only the new
+    rows says what stage_summary and failures say from every row."""
+    rng = np.random.default_rng(7)
+    follower = LedgerFollower()
+    keys = [f"k{i}" for i in range(300)]
+    unplanned = list(keys)
+    with CampaignStore.open_for_writing(tmp_path / "s", "t") as store:
+        for step in range(40):
+            blocks = {}
+            if unplanned and rng.random() < 0.6:
+                new = [unplanned.pop() for _ in range(min(len(unplanned), int(rng.integers(1, 30))))]
+                blocks["plan"] = plan_block(new, [f"stage{int(k[1:]) % 3}" for k in new])
+            tried = rng.choice(keys, size=int(rng.integers(0, 25)))
+            blocks["ledger"] = ledger_block([LedgerEntry(str(k), f"stage{int(k[1:]) % 3}",
+                                                         "done" if rng.random() < 0.7 else "failed", 0.1,
+                                                         error=f"e{step}", finished_unix=time.time()) for k in tried])
+            store.append(blocks)
+            follower.update(store)
+            assert follower.summary() == stage_summary(store)
+            assert follower.failed_rows() == sorted(latest_status(store)[f["key"]][1] for f in failures(store))
+    assert sum(c["done"] for c in follower.summary().values()) > 50
 
 
 def test_pages_join_the_dask_dashboard_only_for_their_cluster(tmp_path):

@@ -23,6 +23,7 @@ from storage import CampaignStore
 from storage.errors import StoreError
 from tasks.nnp.batch import AtomsBatch
 from tasks.potential import load_potential
+from tests.conftest import page_data
 
 POTENTIAL = Path(__file__).parent / "data" / "mos2_dptab_small.pt"
 CLI = [sys.executable, "-m", "campaign.cli"]
@@ -87,6 +88,15 @@ def test_a_killed_driver_loses_and_repeats_no_impact(tmp_path):
         mine = (impacts["ion"] == ion) & (impacts["energy_eV"] == energy)
         assert mean == pytest.approx(impacts["sputtered"][mine].mean())
         assert yields["low"][totals].min() >= 0
+
+    # the campaign page's yields: each point's mean and count from the impacts table
+    shown = page_data(store_dir)["irradiation-yields"]["yields"]
+    points = [k for k, s in enumerate(shown["species"]) if s == "all"]
+    assert len(points) == 4
+    for k in points:
+        mine = (impacts["ion"] == shown["ion"][k]) & (impacts["energy_eV"] == shown["energy_eV"][k])
+        assert shown["impacts"][k] == mine.sum()
+        assert shown["mean"][k] == pytest.approx(impacts["sputtered"][mine].mean())
 
     status = subprocess.run([*CLI, "status", str(store_dir)], capture_output=True, text=True, check=True).stdout
     assert "impacts" in status and "Y all" in status

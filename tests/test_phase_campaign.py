@@ -20,7 +20,7 @@ from campaign.recipes.phase_tables import PHASE_AGREEMENT, PHASE_CE_ROUNDS, PHAS
 from storage import CampaignStore
 from tasks.phase.cells import without_vacancies
 from tasks.phase.lattice import Lattice
-from tests.conftest import TBLITE, kill_launch_once_done, tblite_potential_file
+from tests.conftest import TBLITE, kill_launch_once_done, page_data, tblite_potential_file
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 
@@ -170,6 +170,14 @@ def test_small_phase_diagram_end_to_end_killed_twice(tmp_path, tblite_potential)
         assert extra == [("Cr3S4", 0.25)], "the spec's own structure joins the hull"
         x_on = sorted(set(np.round(hull["vacancy_fraction"][hull["on_hull"]], 6).tolist()))
         assert x_on[0] == 0.0 and x_on[-1] == 0.5, "both references' compositions lie on the hull"
+
+        # the campaign page: the stored hull, and the ranked cells counted per composition here
+        shown = page_data(store_dir)
+        points = shown["phase-hull"]["points"]
+        assert len(points["x"]) == len(hull["formula"]) and points["on_hull"].count("yes") == hull["on_hull"].sum()
+        compositions = shown["phase-compositions"]["compositions"]
+        for x, n in zip(compositions["x"], compositions["ranked"]):
+            assert n == sum(1 for v in ranked["vacancy_fraction"] if abs(v - x) < 1e-9)
 
     status = subprocess.run([*CLI, "status", str(store_dir), "--json"], capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr

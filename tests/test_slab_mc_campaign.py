@@ -30,7 +30,7 @@ from tasks.nnp.descriptors import DescriptorSettings
 from tasks.nnp.model import BehlerParrinello, ModelSettings
 from tasks.phase.lattice import Lattice
 from tasks.potential import load_potential
-from tests.conftest import kill_launch_once_done, launch_cli, sorted_rows
+from tests.conftest import kill_launch_once_done, launch_cli, page_data, sorted_rows
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 SLAB = {"lattice": {"a_A": 3.29, "c_A": 5.573}, "repeats": [3, 2], "layers": 3, "vacancy_fraction": "1/3",
@@ -144,6 +144,9 @@ def test_a_killed_slab_mc_resumes_onto_the_uninterrupted_trajectory(tmp_path, ca
         assert np.array_equal(vacancies["vertical_displacement"][k], vertical_displacements(
             slab, vacancies["vacancy_start_site"][k], vacancies["vacancy_site"][k]))
         assert np.array_equal(np.sort(vacancies["vacancy_site"][k]), np.flatnonzero(site_atoms[k] < 0))
+
+    chains = page_data(killed_dir / "store")["slab-chains"]["chains"]  # the campaign page
+    assert sorted(chains["chain"]) == sorted(final) and set(chains["last_step"]) == {300}
 
     # status, report and export in this process (each a subprocess would import everything again)
     assert main(["status", str(killed_dir / "store")]) == 0

@@ -136,6 +136,9 @@ def test_workers_retire_before_the_walltime_and_are_replaced(tmp_path, slurm):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"Stored {n} labeled frames" in run.stdout and "0 failed" in run.stdout
     assert "Dashboard: http://127.0.0.1:" in run.stdout, "the dashboard link is where it listens"
+    links = dict(line.split(": ", 1) for line in run.stdout.splitlines()
+                 if line.startswith(("Dashboard: ", "Campaign page: ")))
+    assert links["Campaign page"] == links["Dashboard"].rsplit("/", 1)[0] + "/campaign", "on the dashboard's port"
     store = _exactly_once(tmp_path / "store", n)
     ledger = store.read("ledger", ["worker", "status"])
     workers = set(ledger["worker"].tolist())

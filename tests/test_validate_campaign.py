@@ -16,7 +16,7 @@ from ase.build import mx2
 
 from campaign.recipes.validate_tables import VALIDATION_COMPARISON, VALIDATION_STRUCTURES, comparison
 from storage import CampaignStore
-from tests.conftest import TBLITE, kill_launch_once_done, tblite_potential_file
+from tests.conftest import TBLITE, kill_launch_once_done, page_data, tblite_potential_file
 
 CLI = [sys.executable, "-m", "campaign.cli"]
 STRAINS = [-0.005, 0.005]
@@ -143,6 +143,12 @@ def test_mos2_validation_against_tblite_driven_directly_killed_once(tmp_path, tb
                                                                   stored["error"], last) if keep}
     assert len(kept) == len(rows) and all(kept[(r["source"], r["property"])][0] == r["value"] for r in rows)
     assert kept[("wrapped", "C11")][1] == pytest.approx(value[("wrapped", "C11")]["error"])
+
+    # the campaign page: every property of both sources, as the comparison has them
+    shown = page_data(store_dir)["validate-comparison"]["properties"]
+    assert len(shown["property"]) == len(rows) and set(shown["source"]) == {"tblite", "wrapped"}
+    c11 = shown["value"][list(zip(shown["source"], shown["property"])).index(("wrapped", "C11"))]
+    assert c11.startswith(f"{value[('wrapped', 'C11')]['value']:.4g} (")
 
     # the report: the table, the phonon bands, and one self-contained page of both
     report = subprocess.run([*CLI, "report", str(store_dir), "--out", str(tmp_path / "report")], capture_output=True,

@@ -1,6 +1,7 @@
 """The panels every campaign page has, whatever its recipe: the campaign, its stages (done,
 failed, pending, rate, ETA) and its latest failures. The counts are ``campaign status``'s own
-(storage.ledger.stage_summary), so the page and the command always agree on a store."""
+(storage.ledger.stage_summary, followed row by row: storage.ledger.LedgerFollower), so the page and
+the command agree on a store."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from campaign.page.panel import Panel, PanelData, columns, html_table
 from storage import CampaignStore
-from storage.ledger import DONE, failures, stage_summary
+from storage.ledger import LedgerFollower
 from storage.schema import LABELED, LEDGER
 
 RATE_WINDOW_S = 600.0  # items finished in the last ten minutes set the rate: a stage's pace now
@@ -52,9 +53,13 @@ class StagesPanel(Panel):
     name = "stages"
     title = "Stages"
 
+    def __init__(self, ledger: LedgerFollower):
+        self.ledger = ledger
+
     def read(self, store: CampaignStore) -> PanelData:
-        summary = stage_summary(store)
-        rates = self._rates(store, time.time())
+        self.ledger.update(store)
+        summary = self.ledger.summary()
+        rates = self._rates(time.time())
         names = list(summary)
         per_min = [60 * rates.get(s, 0.0) for s in names]
         pending = [summary[s]["pending"] for s in names]
@@ -65,24 +70,11 @@ class StagesPanel(Panel):
             ("stage", "stage"), ("done", "done"), ("failed", "failed"), ("pending", "pending"),
             ("per_min", "items/min (last 10 min)"), ("eta", "ETA")], {"per_min": ".1f"})}
 
-    @staticmethod
-    def _rates(store: CampaignStore, now: float) -> dict[str, float]:
-        """Items per second each stage finished over the last RATE_WINDOW_S (latest entry per key)."""
-        ledger = store.read(LEDGER, ["key", "stage", "status", "finished_unix"])
-        latest: dict[str, int] = {}
-        for row, key in enumerate(ledger["key"]):
-            latest[str(key)] = row
-        rows = np.array(sorted(latest.values()), dtype=int)
-        if not len(rows):
-            return {}
-        recent = rows[(ledger["status"][rows] == DONE) & (ledger["finished_unix"][rows] > now - RATE_WINDOW_S)]
-        rates: dict[str, float] = {}
-        for stage in set(ledger["stage"][recent].tolist()):
-            times = ledger["finished_unix"][recent][ledger["stage"][recent] == stage]
-            # since the window's first item: a stage that began inside the window is not diluted
-            span = max(now - times.min(), 1.0)
-            rates[str(stage)] = len(times) / span
-        return rates
+    def _rates(self, now: float) -> dict[str, float]:
+        """Items per second each stage finished over the last RATE_WINDOW_S."""
+        # since the window's first item: a stage that began inside the window is not diluted
+        recent = self.ledger.done_since(now - RATE_WINDOW_S)
+        return {stage: n / max(now - first, 1.0) for stage, (n, first) in recent.items()}
 
     def draw(self, models: Mapping[str, Any]) -> Any:
         return models["table"]
@@ -92,17 +84,26 @@ class FailuresPanel(Panel):
     name = "failures"
     title = "Latest failures (a relaunch retries them)"
 
+    def __init__(self, ledger: LedgerFollower):
+        self.ledger = ledger  # brought up to date by the stages panel, read just before this one
+
     def read(self, store: CampaignStore) -> PanelData:
-        latest = failures(store)[::-1][:LATEST_FAILURES]  # ledger order: the newest last
-        data = columns(stage=[f["stage"] for f in latest], key=[str(f["key"])[:16] for f in latest],
-                       kind=[f["error_kind"] for f in latest], error=[f["error"] for f in latest],
-                       worker=[f["worker"] for f in latest], launch=[f["launch"] for f in latest])
-        return {"failures": data, "table": html_table(data, [("stage", "stage"), ("key", "key"), ("kind", "kind"),
-                                                             ("error", "error"), ("worker", "worker"),
-                                                             ("launch", "launch")])}
+        self.ledger.update(store)  # nothing new to read if the stages panel just did
+        rows = self.ledger.failed_rows()[-LATEST_FAILURES:]  # oldest first, as they are read
+        names = ("stage", "key", "error_kind", "error", "worker", "launch")
+        entries = store.read(LEDGER, names, rows=np.array(rows, dtype=np.int64)) if rows else LEDGER.empty(names)
+        newest_first = range(len(rows) - 1, -1, -1)
+        data = columns(**{name: [entries[name][k] for k in newest_first] for name in names})
+        data["key"] = [str(k)[:16] for k in data["key"]]
+        return {"failures": data, "table": html_table(data, [("stage", "stage"), ("key", "key"),
+                                                             ("error_kind", "kind"), ("error", "error"),
+                                                             ("worker", "worker"), ("launch", "launch")])}
 
     def draw(self, models: Mapping[str, Any]) -> Any:
         return models["table"]
 
 
-COMMON_PANELS = (OverviewPanel(), StagesPanel(), FailuresPanel())
+def common_panels() -> list[Panel]:
+    """Fresh panels for one page (the stages and failures share what they have read of the ledger)."""
+    ledger = LedgerFollower()
+    return [OverviewPanel(), StagesPanel(ledger), FailuresPanel(ledger)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from campaign.page.common import COMMON_PANELS
+from campaign.page.common import common_panels
 from campaign.page.panel import Panel, PanelData
 from campaign.recipe import Recipe, recipe_for, store_recipe_kind
 from campaign.errors import SpecError
@@ -51,11 +51,11 @@ def page_panels(store: CampaignStore) -> list[Panel]:
         recipe = recipe_for(store_recipe_kind(store))
     except SpecError:
         recipe = Recipe()
-    return [*COMMON_PANELS, *recipe.panels()]
+    return [*common_panels(), *recipe.panels()]
 
 
 class CampaignPage:
-    def __init__(self, store_dir: str | Path, refresh_s: float = 2.0):
+    def __init__(self, store_dir: str | Path, refresh_s: float = 3.0):
         self.store_dir = Path(store_dir)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
@@ -64,6 +64,7 @@ class CampaignPage:
         self._sessions = 0
         self._wanted = threading.Event()  # set while a browser has the page open
         self._thread: threading.Thread | None = None
+        self._reported: set[str] = set()
 
     # -- the reader thread -----------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -102,7 +103,9 @@ class CampaignPage:
                 data[panel.name] = panel.read(store)
             except Exception as exc:  # one panel's trouble must not take the page down
                 problems.append(f"{panel.name}: {type(exc).__name__}: {exc}")
-                traceback.print_exc()
+                if problems[-1] not in self._reported:  # once, not at every refresh
+                    self._reported.add(problems[-1])
+                    traceback.print_exc()
         return Snapshot(previous.version + 1, time.time(), panels, data, problems)
 
     def _run(self) -> None:
@@ -135,6 +138,8 @@ class CampaignPage:
         self.document(doc)
         doc.template = env.get_template("simple.html")
         doc.template_variables.update(extra)
+        # our page in the navigation bar too (Dask's own pages list only theirs)
+        doc.template_variables["pages"] = [*extra.get("pages", []), ROUTE.strip("/")]
         doc.theme = BOKEH_THEME
 
     def document(self, doc: Any) -> None:
@@ -148,13 +153,18 @@ class CampaignPage:
         root = column(status, sizing_mode="stretch_width", name="page.root")
         doc.add_root(root)
         models: dict[str, dict[str, Any]] = {}
+        sources: list[Any] = []  # data sources added as roots of their own
         shown = {"version": 0}
 
         def refresh() -> None:
             snapshot = self.snapshot()
             if snapshot.version == shown["version"]:
                 return
-            if not models and snapshot.data:
+            if snapshot.data and set(models) != set(snapshot.data):  # first data, or a panel read at last
+                models.clear()
+                for source in sources:
+                    doc.remove_root(source)
+                sources.clear()
                 boxes = []
                 for panel in snapshot.panels:
                     if panel.name not in snapshot.data:
@@ -168,9 +178,9 @@ class CampaignPage:
                     boxes.append(panel.draw(mine))
                 root.children = [status, *boxes]
                 for mine in models.values():  # drawn or not, every source reaches the browser
-                    for model in mine.values():
-                        if isinstance(model, ColumnDataSource):
-                            doc.add_root(model)
+                    sources.extend(model for model in mine.values() if isinstance(model, ColumnDataSource))
+                for source in sources:
+                    doc.add_root(source)
             else:
                 for panel_name, mine in models.items():
                     for name, value in snapshot.data.get(panel_name, {}).items():

@@ -22,7 +22,7 @@ class PageServer:
 
 
 def start_page_server(store_dir: Path, address: str = "127.0.0.1", port: int = 0,
-                      refresh_s: float = 2.0) -> PageServer:
+                      refresh_s: float = 3.0) -> PageServer:
     """Start serving on the current tornado IOLoop (the caller runs it). Port 0: a free one."""
     from bokeh.application import Application
     from bokeh.application.handlers.function import FunctionHandler

@@ -39,9 +39,11 @@ class IterationsPanel(Panel):
 
     def draw(self, models: Mapping[str, Any]) -> Any:
         from bokeh.layouts import row
+        from bokeh.models import SingleIntervalTicker
 
         source = models["iterations"]
         fig = figure("fractions of explored frames", "iteration", "fraction", y_range=(0, 1.02))
+        fig.xaxis.ticker = SingleIntervalTicker(interval=1)
         fig.vbar_stack(["accurate", "candidate", "failed"], x="iteration", width=0.8, source=source,
                        color=["#2ca02c", "#ff7f0e", "#d62728"], legend_label=["accurate", "candidate", "failed"])
         fig.legend.location = "top_left"
@@ -63,7 +65,8 @@ class DeviationPanel(Panel):
         edges = HISTOGRAM_EDGES_EV_PER_A.copy()
         edges[-1] = edges[-2] + OVERFLOW_WIDTH
         recipe = store.attrs.get("spec", {}).get("recipe", {})
-        trust = [recipe[k] for k in ("trust_lo", "trust_hi") if k in recipe]
+        # a window edge beyond the histogram's range is left out, not drawn far off to the right
+        trust = [recipe[k] for k in ("trust_lo", "trust_hi") if k in recipe and recipe[k] <= edges[-1]]
         caption = "no frame explored yet" if latest is None else f"iteration {latest}: {len(deviations)} frames " \
             f"explored; last bin: above {HISTOGRAM_EDGES_EV_PER_A[-2]:g} eV/Å"
         return {"histogram": columns(left=edges[:-1], right=edges[1:], frames=counts,
