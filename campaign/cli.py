@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     p.add_argument("--port", type=int, default=0, help="default: a free port (printed)")
     p.add_argument("--refresh-s", type=float, default=3.0, help="seconds between reads of the store")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
+                   help="also accept the page opened from there (e.g. localhost:9000, the local end of an ssh tunnel)")
 
     p = sub.add_parser("export", help="write labeled structures to a file (extxyz) or a folder (deepmd)")
     p.add_argument("store", type=Path)
@@ -129,7 +131,7 @@ def _dashboard(args) -> int:
         print(f"error: --refresh-s must be positive, not {args.refresh_s:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        server = start_page_server(store, args.address, args.port, args.refresh_s)
+        server = start_page_server(store, args.address, args.port, args.refresh_s, args.allow_origin)
     except OSError as exc:
         print(f"error: cannot listen on {args.address}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

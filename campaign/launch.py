@@ -48,8 +48,11 @@ def _cluster(spec: CampaignSpec, client: Client | None) -> Iterator[RunningClust
         yield RunningCluster.external(client)
     else:
         page = CampaignPage(spec.store)
-        with open_cluster(spec.scheduler, Path(spec.store), pages={ROUTE: page.dask_document}) as running:
-            yield running
+        try:
+            with open_cluster(spec.scheduler, Path(spec.store), pages={ROUTE: page.dask_document}) as running:
+                yield running
+        finally:
+            page.close()
 
 
 def launch(spec: CampaignSpec, *, client: Client | None = None, progress: bool = True,

@@ -79,10 +79,13 @@ def _bound_host(address: str) -> str | None:
     return None if host in ("", "0.0.0.0", "[::]", "*") else host
 
 
-def _served(cluster: Any, pages: Mapping[str, DashboardPage] | None) -> list[str]:
-    """The routes of ``pages`` that the cluster's dashboard serves (none without a dashboard)."""
-    services = getattr(getattr(cluster, "scheduler", None), "services", {})
-    return sorted(pages or {}) if "dashboard" in services else []
+def _served(cluster: Any, added: list[str]) -> list[str]:
+    """The routes of the pages added while the cluster started that its dashboard serves."""
+    # the scheduler's HTTP server also runs when Dask could not build its bokeh dashboard: ask the
+    # bokeh applications it holds (distributed.dashboard.scheduler.connect adds them)
+    http = getattr(getattr(cluster, "scheduler", None), "http_application", None)
+    bokeh_apps = [app for app in getattr(http, "applications", []) if hasattr(app, "_applications")]
+    return sorted(route for route in added if any(route in app._applications for app in bokeh_apps))
 
 
 def slurm_job_script(settings: SchedulerSettings, shared_directory: Path) -> str:
@@ -100,18 +103,18 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path,
     """A started cluster with at least one worker, closed (jobs cancelled) on exit. ``pages``:
     extra dashboard pages by route (schedulers.dashboard)."""
     if settings.kind is SchedulerKind.local:
-        with dashboard_pages(pages or {}):
+        with dashboard_pages(pages or {}) as added:
             cluster = local_cluster(settings.local)
         try:
             with Client(cluster) as client:
                 yield RunningCluster(client, cluster, "local", has_gpus=settings.has_gpus,
-                                     pages=_served(cluster, pages))
+                                     pages=_served(cluster, added))
         finally:
             cluster.close()
         return
 
     slurm = settings.slurm
-    with dashboard_pages(pages or {}):
+    with dashboard_pages(pages or {}) as added:
         cluster = slurm_cluster(slurm, shared_directory)
     try:
         check_sbatch_accepts(cluster.job_script())
@@ -123,7 +126,7 @@ def open_cluster(settings: SchedulerSettings, shared_directory: Path,
             running = RunningCluster(client, cluster, "slurm", has_gpus=settings.has_gpus,
                                      worker_start_timeout_s=slurm.worker_start_timeout_s,
                                      dashboard_host=_bound_host(slurm.dashboard_address),
-                                     pages=_served(cluster, pages))
+                                     pages=_served(cluster, added))
             yield running
     finally:
         cluster.close()

@@ -17,21 +17,24 @@ DashboardPage = Callable[[Any, dict, Any], None]
 
 
 @contextlib.contextmanager
-def dashboard_pages(pages: Mapping[str, DashboardPage]) -> Iterator[None]:
+def dashboard_pages(pages: Mapping[str, DashboardPage]) -> Iterator[list[str]]:
+    """Yields the routes added (none where Dask cannot build its bokeh dashboard)."""
     try:
         from distributed.dashboard import scheduler as dashboard
     except ImportError:  # no bokeh, or one Dask refuses: Dask runs without a dashboard, so do we
-        yield
+        yield []
         return
     added = {route: page for route, page in pages.items() if route not in dashboard.applications}
     dashboard.applications.update(added)
     try:
-        yield
+        yield list(added)
     finally:
         for route in added:
             dashboard.applications.pop(route, None)
 
 
 def page_link(dashboard_link: str, route: str) -> str:
-    """The address of ``route`` on the dashboard whose status page is ``dashboard_link``."""
-    return urlsplit(dashboard_link)._replace(path=route, query="").geturl()
+    """The address of ``route`` beside the dashboard's status page ``dashboard_link`` (a prefix or
+    a proxy's path before it is kept)."""
+    parts = urlsplit(dashboard_link)
+    return parts._replace(path=parts.path.rsplit("/", 1)[0] + "/" + route.strip("/"), query="").geturl()

@@ -82,7 +82,7 @@ def through_campaign(client: Client, n: int, tag: str, store_dir: Path | None = 
     return elapsed
 
 
-def page_overhead(n: int, rounds: int) -> tuple[float, float, int]:
+def page_overhead(n: int, rounds: int) -> tuple[float, float, int, float]:
     """Seconds per tiny task with the campaign page closed and open (best of ``rounds`` each, taking
     turns), and in how many open rounds the page showed a new read of the store."""
     from campaign.page.document import ROUTE, CampaignPage
@@ -105,6 +105,7 @@ def page_overhead(n: int, rounds: int) -> tuple[float, float, int]:
                     for page_open in ((False, True) if r % 2 == 0 else (True, False)):  # who goes first alternates
                         if not page_open:
                             browser.get("about:blank")
+                            _wait_until_unwatched(page)
                             closed.append(through_campaign(client, n, f"closed{r}", store_dir))
                             continue
                         browser.get(url)
@@ -117,6 +118,16 @@ def page_overhead(n: int, rounds: int) -> tuple[float, float, int]:
             browser.quit()
             cluster.close()
     return min(closed) / n, min(opened) / n, refreshes, statistics.median(browser_cpu)
+
+
+def _wait_until_unwatched(page, timeout_s: float = 120.0) -> None:
+    """Until the server has dropped the session the browser left (bokeh does so some seconds
+    later), the page's reader still reads: a closed round starts only after that."""
+    deadline = time.monotonic() + timeout_s
+    while page.watched:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the left page's session was never dropped")
+        time.sleep(0.2)
 
 
 def _browser_cpu_s(browser) -> float:

@@ -113,13 +113,14 @@ class LedgerFollower:
         n_plan, n_ledger = store.length(PLAN), store.length(LEDGER)
         if n_plan < self._plan_rows or n_ledger < self._ledger_rows:  # not the store followed so far
             self.__init__()
+        # both reads first: a read that fails leaves the follower as it was, to be retried whole
         plan = store.read(PLAN, ["key", "stage"], rows=slice(self._plan_rows, n_plan))
+        ledger = store.read(LEDGER, ["key", "status", "finished_unix"], rows=slice(self._ledger_rows, n_ledger))
         for key, stage in zip(plan["key"], plan["stage"]):
             key, stage = str(key), str(stage)
             self.stage_of[key] = stage
             counts = self._counts.setdefault(stage, {"done": 0, "failed": 0, "pending": 0})
             counts[self._bucket(self.latest.get(key))] += 1
-        ledger = store.read(LEDGER, ["key", "status", "finished_unix"], rows=slice(self._ledger_rows, n_ledger))
         for offset, (key, status, finished) in enumerate(zip(ledger["key"], ledger["status"], ledger["finished_unix"])):
             key = str(key)
             before, after = self.latest.get(key), (str(status), self._ledger_rows + offset, float(finished))
@@ -142,7 +143,9 @@ class LedgerFollower:
 
     def done_since(self, since_unix: float) -> dict[str, tuple[int, float]]:
         """Per stage: how many items were done at or after ``since_unix``, and when the first of
-        them was (earlier entries are forgotten: call with a time that only moves forward)."""
+        them was (earlier entries are forgotten: call with a time that only moves forward). Entries
+        are taken in ledger order, which is commit order: a clock that lags on one worker only
+        delays when its entries are forgotten."""
         out = {}
         for stage, times in self._done.items():
             while times and times[0] < since_unix:

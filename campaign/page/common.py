@@ -52,6 +52,7 @@ def _eta(seconds: float) -> str:
 class StagesPanel(Panel):
     name = "stages"
     title = "Stages"
+    live = True  # the rates and ETA move with the clock
 
     def __init__(self, ledger: LedgerFollower):
         self.ledger = ledger

@@ -60,10 +60,12 @@ class CampaignPage:
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._snapshot = Snapshot(version=0, read_unix=0.0)
-        self._signature = b""
+        self._signature = b""  # of the store's root metadata at the last good read
         self._sessions = 0
         self._wanted = threading.Event()  # set while a browser has the page open
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._store: CampaignStore | None = None  # as opened by the last good read
         self._reported: set[str] = set()
 
     # -- the reader thread -----------------------------------------------------------------
@@ -71,14 +73,22 @@ class CampaignPage:
         with self._lock:
             return self._snapshot
 
+    @property
+    def watched(self) -> bool:
+        """Whether a browser session has the page open (the reader reads only then)."""
+        with self._lock:
+            return self._sessions > 0
+
     def read_now(self) -> Snapshot:
-        """Read the store (unless its root metadata is unchanged) and publish the snapshot."""
+        """Read the store and publish the snapshot. When the store's root metadata is unchanged
+        since the last good read, only the live panels (rates, ETA) are read again, from the
+        store as it was opened then."""
+        started = time.time()  # the data shown is at least this recent
         signature = self._store_signature()
         previous = self.snapshot()
-        if signature == self._signature and previous.version:
-            snapshot = Snapshot(previous.version + 1, time.time(), previous.panels, previous.data, previous.problems)
-        else:
-            snapshot = self._read(previous)
+        unchanged = signature == self._signature and self._store is not None
+        snapshot = self._read(previous, started, self._store if unchanged else None)
+        if not unchanged and not snapshot.problems:
             self._signature = signature
         with self._lock:
             self._snapshot = snapshot
@@ -91,14 +101,22 @@ class CampaignPage:
         except OSError:
             return b""
 
-    def _read(self, previous: Snapshot) -> Snapshot:
+    def _read(self, previous: Snapshot, started: float, store: CampaignStore | None) -> Snapshot:
+        """Every panel from a newly opened store, or only the live ones from ``store``."""
+        only_live = store is not None
         try:
-            store = CampaignStore.open(self.store_dir)
+            store = store or CampaignStore.open(self.store_dir)
+            panels = previous.panels or page_panels(store)
         except StoreError as exc:
-            return Snapshot(previous.version + 1, time.time(), previous.panels, previous.data, [str(exc)])
-        panels = previous.panels or page_panels(store)
+            return Snapshot(previous.version + 1, started, previous.panels, previous.data, [str(exc)])
+        except Exception as exc:  # a file system's hiccup: say so, read again at the next refresh
+            return Snapshot(previous.version + 1, started, previous.panels, previous.data,
+                            [f"the store could not be read: {type(exc).__name__}: {exc}"])
+        self._store = store
         data, problems = dict(previous.data), []
         for panel in panels:
+            if only_live and not panel.live:
+                continue
             try:
                 data[panel.name] = panel.read(store)
             except Exception as exc:  # one panel's trouble must not take the page down
@@ -106,14 +124,22 @@ class CampaignPage:
                 if problems[-1] not in self._reported:  # once, not at every refresh
                     self._reported.add(problems[-1])
                     traceback.print_exc()
-        return Snapshot(previous.version + 1, time.time(), panels, data, problems)
+        return Snapshot(previous.version + 1, started, panels, data, problems)
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             self._wanted.wait()
             started = time.monotonic()
-            self.read_now()
-            time.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
+            try:
+                self.read_now()
+            except Exception:  # read_now reports store and panel trouble itself; this is a bug of ours
+                traceback.print_exc()
+            self._stop.wait(max(0.0, self.refresh_s - (time.monotonic() - started)))
+
+    def close(self) -> None:
+        """Stop the reader thread (its cluster and server are gone; sessions may never be closed)."""
+        self._stop.set()
+        self._wanted.set()
 
     def _join(self) -> None:
         with self._lock:
@@ -175,7 +201,10 @@ class CampaignPage:
                         mine[name] = Div(text=value, name=model_name, sizing_mode="stretch_width") \
                             if isinstance(value, str) else ColumnDataSource(value, name=model_name)
                     boxes.append(Div(text=f"<h3 style='margin:0.6em 0 0.2em'>{html.escape(panel.title)}</h3>"))
-                    boxes.append(panel.draw(mine))
+                    try:
+                        boxes.append(panel.draw(mine))
+                    except Exception as exc:  # the other panels are still drawn
+                        boxes.append(Div(text=f"<span style='color:#b00'>{html.escape(repr(exc))}</span>"))
                 root.children = [status, *boxes]
                 for mine in models.values():  # drawn or not, every source reaches the browser
                     sources.extend(model for model in mine.values() if isinstance(model, ColumnDataSource))
@@ -191,7 +220,7 @@ class CampaignPage:
                             mine[name].data = value
             shown["version"] = snapshot.version
             problems = "".join(f"<br><span style='color:#b00'>{html.escape(p)}</span>" for p in snapshot.problems)
-            status.text = (f"refreshed {time.strftime('%H:%M:%S', time.localtime(snapshot.read_unix))} "
+            status.text = (f"refreshed {time.strftime('%H:%M:%S UTC', time.gmtime(snapshot.read_unix))} "
                            f"(every {self.refresh_s:g} s, committed rows only){problems}")
             status.tags = [snapshot.read_unix]  # when the shown data was read, for scripts and tests
 

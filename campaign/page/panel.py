@@ -31,6 +31,7 @@ class Panel:
 
     name: str
     title: str
+    live: bool = False  # read again at every refresh, even when nothing was committed (rates, ETA)
 
     def read(self, store: "CampaignStore") -> PanelData:
         raise NotImplementedError

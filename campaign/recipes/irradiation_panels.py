@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from campaign.page.panel import Panel, PanelData, colours, columns, figure, html_table
 from storage import CampaignStore
 
@@ -20,16 +18,14 @@ class YieldsPanel(Panel):
         from campaign.recipes.irradiation_tables import IRR_IMPACTS, yield_rows
 
         recipe = store.attrs.get("spec", {}).get("recipe", {})
-        y = yield_rows(store, None, recipe.get("confidence", 0.95), recipe.get("seed", 0), -1) \
-            if store.length(IRR_IMPACTS) else {}
-        keep = (y["layer"] == "all") if y else np.zeros(0, bool)
-        pick = {name: (values[keep] if y else []) for name, values in
-                {n: y.get(n, np.zeros(0)) for n in ("ion", "energy_eV", "species", "mean", "low", "high",
-                                                     "impacts", "method")}.items()}
+        names = ("ion", "energy_eV", "species", "mean", "low", "high", "impacts", "method")
+        # the whole sheet's yields only (total and per element): the layers' intervals are the report's
+        pick = yield_rows(store, None, recipe.get("confidence", 0.95), recipe.get("seed", 0), -1, layers=("all",)) \
+            if store.length(IRR_IMPACTS) else {name: [] for name in names}
         series = [f"{ion} ions: {'total' if s == 'all' else s}" for ion, s in zip(pick["ion"], pick["species"])]
         order = sorted(range(len(series)), key=lambda k: (series[k], pick["energy_eV"][k]))
         data = columns(series=[series[k] for k in order], colour=colours([series[k] for k in order]),
-                       **{name: [values[k] for k in order] for name, values in pick.items()})
+                       **{name: [pick[name][k] for k in order] for name in names})
         return {"yields": data, "table": html_table(data, [
             ("ion", "ion"), ("energy_eV", "E (eV)"), ("species", "species"), ("impacts", "impacts"),
             ("mean", "yield"), ("low", "low"), ("high", "high"), ("method", "interval")],

@@ -182,10 +182,14 @@ def per_impact_counts(store: CampaignStore, ensemble: str | None = None) -> dict
     return {p: {k: np.array(v) for k, v in d.items()} for p, d in out.items()}
 
 
-def yield_rows(store: CampaignStore, ensemble: str | None, confidence: float, seed: int, launch: int) -> dict:
+def yield_rows(store: CampaignStore, ensemble: str | None, confidence: float, seed: int, launch: int,
+               layers: Sequence[str] | None = None) -> dict:
+    """One row per (ion, energy, species, layer) of the ensemble (only ``layers`` if given)."""
     rows: dict[str, list] = defaultdict(list)
     for (ion, energy), series in sorted(per_impact_counts(store, ensemble).items()):
         for (species, layer), counts in series.items():
+            if layers is not None and layer not in layers:
+                continue
             interval = yield_interval(counts, confidence, rng=derive_seed(seed, "yield", ion, repr(energy),
                                                                            species, layer, len(counts)))
             for name, value in (("launch", launch), ("ensemble", ensemble or ""), ("ion", ion),

@@ -5,6 +5,7 @@ relaxed structures committed so far (the recipe's own hull_rows)."""
 
 from __future__ import annotations
 
+import html
 from typing import Any, Mapping
 
 import numpy as np
@@ -72,7 +73,7 @@ class HullPanel(Panel):
             recipe = PhaseDiagramSpec.model_validate(store.attrs.get("spec", {}).get("recipe", {}))
             return hull_rows(recipe, store, -1)[PHASE_HULL.name], "so far: the labeler's relaxed structures committed"
         except (SpecError, ValueError, KeyError) as exc:  # a reference phase not relaxed yet
-            return {}, f"no hull yet ({exc})"
+            return {}, html.escape(f"no hull yet ({exc})")
 
     def draw(self, models: Mapping[str, Any]) -> Any:
         from bokeh.layouts import column
