@@ -1,11 +1,12 @@
 """The campaign page: a bokeh document of the common panels and the store's recipe's panels.
 
-One ``CampaignPage`` per store. While at least one browser has the page open, one reader thread
-opens the store read-only every ``refresh_s`` (only committed rows: ``CampaignStore.open``),
-skips the read when the store's root metadata has not changed since the last one, and keeps the
-panels' data as a snapshot. The documents' callbacks, on the dashboard's event loop, only copy a
-newer snapshot into their models: the scheduler's loop never waits for the disk, and the page
-never writes.
+One ``CampaignPage`` per store. While at least one browser has the page open, a reader thread
+asks a process of its own to read the store every ``refresh_s`` (read-only, committed rows only:
+``CampaignStore.open``; when the store's root metadata has not changed, only the rates) and keeps
+the panels' data as a snapshot. The documents' callbacks, on the dashboard's event loop, only
+copy a newer snapshot into their models: neither the scheduler's loop nor the driver's GIL waits
+for the disk or the panels' arithmetic, and the page never writes. ``read_now`` reads in the
+calling process (scripts, tests).
 
 Served two ways: inside Dask's dashboard (``schedulers.dashboard.dashboard_pages`` with
 ``page.dask_document``; same address and port as Dask's own pages) during ``campaign launch``, and
@@ -66,6 +67,7 @@ class CampaignPage:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._store: CampaignStore | None = None  # as opened by the last good read
+        self._pool = None  # the reader's process (_read_elsewhere)
         self._reported: set[str] = set()
 
     # -- the reader thread -----------------------------------------------------------------
@@ -131,15 +133,42 @@ class CampaignPage:
             self._wanted.wait()
             started = time.monotonic()
             try:
-                self.read_now()
-            except Exception:  # read_now reports store and panel trouble itself; this is a bug of ours
+                self._read_elsewhere()
+            except Exception:  # store and panel trouble is reported by the read itself; this is ours
                 traceback.print_exc()
             self._stop.wait(max(0.0, self.refresh_s - (time.monotonic() - started)))
 
+    def _read_elsewhere(self) -> None:
+        """``read_now`` in a process of its own, the result published here. The driver runs Dask's
+        scheduler and the runner's loop in one interpreter: a reader thread there held its GIL
+        long enough to cost a tenth of the tiny-task throughput (scripts/bench_overhead.py)."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            read_unix, data, problems = self._pool.submit(_read_in_child, str(self.store_dir)).result()
+        except BrokenProcessPool:  # the reader process died: a new one next time
+            self._pool = None
+            raise
+        previous = self.snapshot()
+        panels = previous.panels
+        if not panels:
+            try:
+                panels = page_panels(CampaignStore.open(self.store_dir))
+            except StoreError as exc:
+                problems = [*problems, str(exc)]
+        with self._lock:
+            self._snapshot = Snapshot(previous.version + 1, read_unix, panels, data or previous.data, problems)
+
     def close(self) -> None:
-        """Stop the reader thread (its cluster and server are gone; sessions may never be closed)."""
+        """Stop the reader (its cluster and server are gone; sessions may never be closed)."""
         self._stop.set()
         self._wanted.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _join(self) -> None:
         with self._lock:
@@ -225,3 +254,12 @@ class CampaignPage:
             status.tags = [snapshot.read_unix]  # when the shown data was read, for scripts and tests
 
         doc.add_periodic_callback(refresh, 250)
+
+
+_READERS: dict[str, CampaignPage] = {}  # in the reader's process: one page (its ledger follower) per store
+
+
+def _read_in_child(store_dir: str) -> tuple[float, dict[str, PanelData], list[str]]:
+    page = _READERS.setdefault(store_dir, CampaignPage(store_dir))
+    snapshot = page.read_now()
+    return snapshot.read_unix, snapshot.data, snapshot.problems
