@@ -117,6 +117,7 @@ def page_overhead(n: int, rounds: int) -> tuple[float, float, int, float]:
         finally:
             browser.quit()
             cluster.close()
+            page.close()
     return min(closed) / n, min(opened) / n, refreshes, statistics.median(browser_cpu)
 
 

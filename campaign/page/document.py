@@ -134,6 +134,10 @@ class CampaignPage:
             started = time.monotonic()
             try:
                 self._read_elsewhere()
+            except RuntimeError as exc:
+                if "after shutdown" in str(exc):  # the interpreter is exiting and took the process pool
+                    return
+                traceback.print_exc()
             except Exception:  # store and panel trouble is reported by the read itself; this is ours
                 traceback.print_exc()
             self._stop.wait(max(0.0, self.refresh_s - (time.monotonic() - started)))

@@ -16,10 +16,12 @@ class PageServer:
     url: str
     http_server: Any
     bokeh_app: Any
+    page: CampaignPage
 
     def stop(self) -> None:
         self.http_server.stop()
         self.bokeh_app.stop()
+        self.page.close()
 
 
 def start_page_server(store_dir: Path, address: str = "127.0.0.1", port: int = 0, refresh_s: float = 3.0,
@@ -48,4 +50,4 @@ def start_page_server(store_dir: Path, address: str = "127.0.0.1", port: int = 0
     http_server.add_sockets(sockets)
     app.initialize(IOLoop.current())
     app.start()
-    return PageServer(f"http://{host}:{bound}{ROUTE}", http_server, app)
+    return PageServer(f"http://{host}:{bound}{ROUTE}", http_server, app, page)
