@@ -111,6 +111,8 @@ class LedgerFollower:
 
     def update(self, store: CampaignStore) -> None:
         n_plan, n_ledger = store.length(PLAN), store.length(LEDGER)
+        if (n_plan, n_ledger) == (self._plan_rows, self._ledger_rows):
+            return  # nothing committed since: no read at all (the failures panel asks right after the stages)
         if n_plan < self._plan_rows or n_ledger < self._ledger_rows:  # not the store followed so far
             self.__init__()
         # both reads first: a read that fails leaves the follower as it was, to be retried whole
