@@ -79,23 +79,6 @@ def centre_energies(potential, lattice: SiteLattice | None,
     return atomic[:, centre_atoms], batch.system.cpu().numpy()[centre_atoms], centre_sites
 
 
-def decoration_energies(potential, requests: Sequence[EnergyRequest], max_atoms: int = 16384) -> np.ndarray:
-    """Every member's total energy (M, n) of whole decorations, each request with its own lattice
-    (site pairs found once per lattice serve all its decorations), in passes of at most
-    ``max_atoms`` atoms."""
-    out, start = [], 0
-    while start < len(requests):
-        stop, atoms = start, 0
-        while stop < len(requests) and (stop == start or atoms + np.count_nonzero(requests[stop].occupation)
-                                        <= max_atoms):
-            atoms += np.count_nonzero(requests[stop].occupation)
-            stop += 1
-        values, request, _ = centre_energies(potential, None, requests[start:stop])
-        out.append(np.stack([np.bincount(request, weights=v, minlength=stop - start) for v in values]))
-        start = stop
-    return np.concatenate(out, axis=1) if out else np.zeros((1, 0))
-
-
 def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
                  device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours; pairs only from centres,

@@ -100,7 +100,8 @@ def decoration_energies_per_atom(model, chunk: CellChunk, ideal: Sequence[Atoms]
     """potential_energies of the real cells, for a potential with energies per atom: the cells of
     one supercell share their sites (CellBuilder), so their neighbour pairs are found once per
     supercell and each cell keeps those between its occupied sites."""
-    from tasks.mc.energy import EnergyRequest, decoration_energies
+    from tasks.mc.decorations import decoration_energies
+    from tasks.mc.energy import EnergyRequest
     from tasks.mc.sites import SiteLattice, site_pairs
 
     shared: dict[tuple, tuple] = {}
