@@ -58,22 +58,23 @@ def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
     for r, request in enumerate(requests):
         groups.setdefault((id(request.lattice), id(request.pairs)), []).append(r)
     order = np.array([r for members in groups.values() for r in members], dtype=np.int64)
-    occupied_per_group = [np.stack([requests[r].occupation for r in members]) != 0 for members in groups.values()]
-    upper = sum(len(occupied) * len(requests[members[0]].pairs.i)
-                for occupied, members in zip(occupied_per_group, groups.values()))
+    occupations = [np.stack([requests[r].occupation for r in members]) for members in groups.values()]
+    upper = sum(len(occupation) * len(requests[members[0]].pairs.i)
+                for occupation, members in zip(occupations, groups.values()))
     float_type = torch.empty(0, dtype=dtype).numpy().dtype  # the pairs' shifts are written in it directly
     pair_i, pair_j = np.empty(upper, np.int64), np.empty(upper, np.int64)
     pair_shift, pair_system = np.empty((upper, 3), float_type), np.empty(upper, np.int64)
     positions, numbers, n_atoms = [], [], []
     n_pairs = atoms_before = systems_before = 0
-    for members, occupied in zip(groups.values(), occupied_per_group):
+    for members, occupation in zip(groups.values(), occupations):
         sites, lattice_pairs = requests[members[0]].lattice, requests[members[0]].pairs
+        occupied = occupation != 0
         # atoms in decoration order, then site order: the pairs come sorted by centre
         local = (np.cumsum(occupied.ravel()) - 1 + atoms_before).reshape(occupied.shape)
         row, site = np.nonzero(occupied)
         cell = np.stack([requests[r].cell for r in members])
         positions.append(np.einsum("ax,axy->ay", sites.fractional[site], cell[row]))
-        numbers.append(np.stack([requests[r].occupation for r in members])[row, site])
+        numbers.append(occupation[row, site])
         n_atoms.append(occupied.sum(axis=1))
         n_pairs = _live_pairs(occupied, local, lattice_pairs.i, lattice_pairs.j,
                               lattice_pairs.shift.astype(float_type), systems_before,
