@@ -22,12 +22,12 @@ def decoration_energies(potential, requests: Sequence[EnergyRequest], max_atoms:
     its decorations), in passes of at most ``max_atoms`` atoms."""
     if any(r.centres is not None or r.lattice is None for r in requests):
         raise ValueError("decoration_energies takes whole decorations, each with its lattice")
+    n_atoms = [np.count_nonzero(r.occupation) for r in requests]
     out, start = [], 0
     while start < len(requests):
         stop, atoms = start, 0
-        while stop < len(requests) and (stop == start or atoms + np.count_nonzero(requests[stop].occupation)
-                                        <= max_atoms):
-            atoms += np.count_nonzero(requests[stop].occupation)
+        while stop < len(requests) and (stop == start or atoms + n_atoms[stop] <= max_atoms):
+            atoms += n_atoms[stop]
             stop += 1
         out.append(_decoration_totals(potential, requests[start:stop]))
         start = stop

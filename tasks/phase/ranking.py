@@ -5,6 +5,8 @@ rebuilds the structures itself, so nothing large travels to the worker."""
 
 from __future__ import annotations
 
+import functools
+
 import time
 import traceback
 from dataclasses import dataclass
@@ -95,28 +97,41 @@ def _evaluate(model, structures: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarra
     return energy, spread
 
 
-def decoration_energies_per_atom(model, chunk: CellChunk, ideal: Sequence[Atoms],
-                                 max_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+def decoration_energies_per_atom(model, chunk: CellChunk, ideal: Sequence[Atoms], max_atoms: int,
+                                 lattice: Lattice | None = None) -> tuple[np.ndarray, np.ndarray]:
     """potential_energies of the real cells, for a potential with energies per atom: the cells of
     one supercell share their sites (CellBuilder), so their neighbour pairs are found once per
-    supercell and each cell keeps those between its occupied sites."""
+    supercell and each cell keeps those between its occupied sites. With the ``lattice`` they
+    were enumerated on, the pairs come from its primitive cell's neighbours (no search per
+    supercell); otherwise, or if a cell's sites are not its lattice points, from a search."""
     from tasks.mc.decorations import decoration_energies
     from tasks.mc.energy import EnergyRequest
     from tasks.mc.sites import SiteLattice, site_pairs
 
-    shared: dict[tuple, tuple] = {}
-    requests = []
-    for k, atoms in enumerate(ideal):
-        supercell = (int(chunk.ncells[k]), tuple(int(h) for h in chunk.hnf[k]))
-        if supercell not in shared:
-            sites = SiteLattice(atoms.get_scaled_positions(), (True, True, True), np.zeros(len(atoms), bool))
-            shared[supercell] = sites, site_pairs(sites, atoms.cell.array, float(model.cutoff_A), skin_A=0.0)
-        sites, pairs = shared[supercell]
-        requests.append(EnergyRequest(atoms.numbers, atoms.cell.array, pairs, lattice=sites))
+    cutoff = float(model.cutoff_A)
+    # each cell's supercell, and the first cell of each
+    _, first, supercell = np.unique(np.column_stack([chunk.ncells, chunk.hnf]), axis=0, return_index=True,
+                                    return_inverse=True)
+    sites = [SiteLattice(ideal[k].get_scaled_positions(), (True, True, True), np.zeros(len(ideal[k]), bool))
+             for k in first]
+    cells = [ideal[k].cell.array for k in first]
+    pairs = primitive_neighbours(lattice, cutoff).pairs(sites, cells, cutoff) if lattice is not None else None
+    if pairs is None:
+        pairs = [site_pairs(s, cell, cutoff, skin_A=0.0) for s, cell in zip(sites, cells)]
+    requests = [EnergyRequest(atoms.numbers, atoms.cell.array, pairs[s], lattice=sites[s])
+                for atoms, s in zip(ideal, supercell.ravel())]
     members = decoration_energies(model, requests, max_atoms)
     n_atoms = np.array([np.count_nonzero(a.numbers) for a in ideal], dtype=float)
     spread = members.std(axis=0) / n_atoms if len(members) > 1 else np.full(len(ideal), np.nan)
     return members.mean(axis=0) / n_atoms, spread
+
+
+@functools.lru_cache(maxsize=8)
+def primitive_neighbours(lattice: Lattice, reach_A: float):
+    from tasks.mc.lattice_pairs import PrimitiveNeighbours
+
+    primitive = lattice.primitive()
+    return PrimitiveNeighbours.of(primitive.get_scaled_positions(), primitive.cell.array, reach_A)
 
 
 def rank_chunk(chunk: CellChunk, lattice: Lattice, model, ce: ClusterExpansionModel | None,
@@ -126,7 +141,7 @@ def rank_chunk(chunk: CellChunk, lattice: Lattice, model, ce: ClusterExpansionMo
     ideal = [lattice.cell_atoms(h, int(n), occ) for h, n, occ in zip(chunk.hnf, chunk.ncells, chunk.occupation)]
     real = [without_vacancies(a) for a in ideal]
     if getattr(model, "atomic_energies", None) is not None or atomic_energy_factory(model) is not None:
-        energy, spread = decoration_energies_per_atom(model, chunk, ideal, max_atoms)
+        energy, spread = decoration_energies_per_atom(model, chunk, ideal, max_atoms, lattice)
     else:  # an ASE calculator, say: whole structures
         energy, spread = potential_energies(model, real, max_atoms)
     n_atoms = np.array([len(a) for a in real])
