@@ -8,7 +8,9 @@ Figures:
   ranking_cells, max_atoms     enumerated cells of 9, 10 and 12 primitive cells (36–48 sites) ranked
   supercells                   the supercells they come from (at most 12 cells each)
   batched_cells_per_s          their energies by the batched potential as the ranking task runs it (energies
-                               per atom over neighbour pairs found once per supercell, <= 16,384 atoms a pass)
+                               per atom over each supercell's pairs, taken from the primitive cell's neighbour
+                               vectors once per supercell; the cells of a supercell as one block, <= 16,384
+                               atoms a pass)
   ase_cells_per_s              the same model through its ASE calculator (NNPCalculator), one cell at a time
   batched_vs_ase               their ratio, both on one thread, both from the same structures (goal >= 10)
   ranking_task_cells_per_s     the recipe's ranking task from the compact rows (rebuilding each cell with
@@ -129,7 +131,7 @@ def main() -> None:
     batched = ase = task = float("inf")
     for _ in range(args.rounds):
         start = time.perf_counter()
-        energy, _ = decoration_energies_per_atom(model, chunk, ideal, MAX_ATOMS)
+        energy, _ = decoration_energies_per_atom(model, chunk, ideal, MAX_ATOMS, lattice)
         batched = min(batched, time.perf_counter() - start)
         start = time.perf_counter()
         reference = []
