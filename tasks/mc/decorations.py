@@ -64,7 +64,8 @@ def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
     float_type = torch.empty(0, dtype=dtype).numpy().dtype  # the pairs' shifts are written in it directly
     pair_i, pair_j = np.empty(upper, np.int64), np.empty(upper, np.int64)
     pair_shift, pair_system = np.empty((upper, 3), float_type), np.empty(upper, np.int64)
-    positions, numbers, n_atoms = [], [], []
+    positions, numbers, n_atoms, cells = [], [], [], []
+    pairs_of_atom = np.zeros(sum(int(np.count_nonzero(o)) for o in occupations), np.int64)
     n_pairs = atoms_before = systems_before = 0
     for members, occupation in zip(groups.values(), occupations):
         sites, lattice_pairs = requests[members[0]].lattice, requests[members[0]].pairs
@@ -73,18 +74,22 @@ def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
         local = (np.cumsum(occupied.ravel()) - 1 + atoms_before).reshape(occupied.shape)
         row, site = np.nonzero(occupied)
         cell = np.stack([requests[r].cell for r in members])
-        positions.append(np.einsum("ax,axy->ay", sites.fractional[site], cell[row]))
+        cells.append(cell)
+        if (cell == cell[0]).all():  # the cells of one supercell: its sites' positions once
+            positions.append((sites.fractional @ cell[0])[site])
+        else:
+            positions.append(np.einsum("ax,axy->ay", sites.fractional[site], cell[row]))
         numbers.append(occupation[row, site])
         n_atoms.append(occupied.sum(axis=1))
         n_pairs = _live_pairs(occupied, local, lattice_pairs.i, lattice_pairs.j,
                               lattice_pairs.shift.astype(float_type), systems_before,
-                              pair_i, pair_j, pair_shift, pair_system, n_pairs)
+                              pair_i, pair_j, pair_shift, pair_system, pairs_of_atom, n_pairs)
         atoms_before += len(row)
         systems_before += len(members)
     n_atoms = np.concatenate(n_atoms).astype(np.int64)
     batch = AtomsBatch(
         positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=device),
-        cells=torch.as_tensor(np.stack([requests[r].cell for r in order]), dtype=dtype, device=device),
+        cells=torch.as_tensor(np.concatenate(cells), dtype=dtype, device=device),
         numbers=torch.as_tensor(np.concatenate(numbers), dtype=torch.long, device=device),
         system=torch.as_tensor(np.repeat(np.arange(len(requests)), n_atoms), dtype=torch.long, device=device),
         n_atoms=n_atoms,
@@ -93,15 +98,17 @@ def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
     pairs = Pairs(i=torch.from_numpy(pair_i[:n_pairs]).to(device), j=torch.from_numpy(pair_j[:n_pairs]).to(device),
                   shift=torch.from_numpy(pair_shift[:n_pairs]).to(device),
                   system=torch.from_numpy(pair_system[:n_pairs]).to(device))
+    # the pairs of atom a are segment[a]:segment[a + 1] (what the CPU kernels would search for)
+    pairs.derived["segment"] = np.concatenate([[0], np.cumsum(pairs_of_atom)])
     return batch, pairs, order
 
 
 @njit(cache=True)
 def _live_pairs(occupied, local, lattice_i, lattice_j, lattice_shift, first_system,
-                pair_i, pair_j, pair_shift, pair_system, n):
+                pair_i, pair_j, pair_shift, pair_system, pairs_of_atom, n):
     """Append, decoration by decoration, the lattice pairs between two occupied sites (as batch
-    atom indices) from position ``n``; returns the new end. One pass over the lattice's pairs
-    per decoration, where array operations took several."""
+    atom indices) from position ``n``, counting them per centre atom; returns the new end. One
+    pass over the lattice's pairs per decoration, where array operations took several."""
     for g in range(occupied.shape[0]):
         for p in range(len(lattice_i)):
             a, b = lattice_i[p], lattice_j[p]
@@ -112,5 +119,6 @@ def _live_pairs(occupied, local, lattice_i, lattice_j, lattice_shift, first_syst
                 pair_shift[n, 1] = lattice_shift[p, 1]
                 pair_shift[n, 2] = lattice_shift[p, 2]
                 pair_system[n] = first_system + g
+                pairs_of_atom[local[g, a]] += 1
                 n += 1
     return n

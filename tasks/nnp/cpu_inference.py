@@ -86,12 +86,15 @@ class KernelFeatures:
     features: torch.Tensor  # (N, layout.n_features)
     per_pair: dict[str, np.ndarray]
     workspace: Workspace | None
+    slopes: bool = True  # whether per_pair holds the gradient kernel's factors
 
     def in_atom_order(self) -> torch.Tensor:
         return self.features[torch.as_tensor(self.row_of_atom)]
 
     def pair_gradient(self, grad: torch.Tensor) -> np.ndarray:
         """dE/dG (M, N, F), rows and columns as the features → dE/dv (P, 3, M)."""
+        if not self.slopes:
+            raise ValueError("these features were computed for energies only (slopes=False)")
         p = self.per_pair
         allocate = self.workspace.array if self.workspace is not None else _fresh
         out = allocate("pair_grad", (len(p["r"]), 3, grad.shape[0]), p["r"].dtype)
@@ -107,9 +110,12 @@ class KernelFeatures:
 
 
 def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch: AtomsBatch, pairs: Pairs,
-                    workspace: Workspace | None = None, layout: FeatureLayout | None = None) -> KernelFeatures:
-    """Features (all columns unless ``layout`` says otherwise) and per-pair factors; in ``workspace``'s
-    arrays if given (valid until its next use)."""
+                    workspace: Workspace | None = None, layout: FeatureLayout | None = None,
+                    slopes: bool = True) -> KernelFeatures:
+    """Features (all columns unless ``layout`` says otherwise) and, with ``slopes``, the per-pair
+    factors of the gradient; in ``workspace``'s arrays if given (valid until its next use). Without
+    slopes (energies only) the kernel writes a fraction of the per-pair arrays: less memory traffic
+    on batches of many pairs."""
     s = descriptor.settings
     layout = layout if layout is not None else feature_layout(s)
     n_atoms, n_pairs, dtype = len(species), len(pairs.i), batch.dtype
@@ -134,13 +140,15 @@ def kernel_features(descriptor: SymmetryFunctions, species: torch.Tensor, batch:
     feature_array.fill(0)
     features = torch.from_numpy(feature_array)
     p = descriptor.symmetry
-    run_kernel(kernel_shape(p, dtype), "features", positions=as_numpy(batch.positions), cells=as_numpy(batch.cells),
+    kernel = "features" if slopes else "energy_features"
+    run_kernel(kernel_shape(p, dtype), kernel, positions=as_numpy(batch.positions), cells=as_numpy(batch.cells),
                pj=as_numpy(pairs.j), shift=as_numpy(pairs.shift), atom_system=as_numpy(batch.system),
                species=species_np, segment=_segment(pairs, n_atoms), row_of_atom=row_of_atom,
                radial_rc=p.radial_cutoff_A, angular_rc=p.angular_cutoff_A, pair_type=p.pair_type,
                radial_base=layout.radial_base, angular_base=layout.angular_base, out=feature_array, **per_pair)
     counts = np.bincount(species_np, minlength=s.n_elements).tolist()
-    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, layout, features, per_pair, workspace)
+    return KernelFeatures(descriptor, pairs, species_np, row_of_atom, counts, layout, features, per_pair, workspace,
+                          slopes)
 
 
 def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Module], species: torch.Tensor,
@@ -157,10 +165,10 @@ def cpu_outputs(descriptor: SymmetryFunctions, networks: Sequence[torch.nn.Modul
     with torch.no_grad():
         # nothing from the workspace leaves this function: the outputs below are fresh arrays
         layout = feature_layout(descriptor.settings, as_numpy(species))
-        evaluated = kernel_features(descriptor, species, batch, pairs, thread_workspace(), layout)
+        want_gradient = forces or stress
+        evaluated = kernel_features(descriptor, species, batch, pairs, thread_workspace(), layout, want_gradient)
         blocks = torch.split(evaluated.features, evaluated.counts)
         stacks = [stack.restricted(layout) for stack in stacked_networks(networks)]
-        want_gradient = forces or stress
         energies, grads = [], []
         wanted_rows = None
         if only_atoms is not None:

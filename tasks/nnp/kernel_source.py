@@ -45,6 +45,7 @@ KERNEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
                  "ang_list", "ang_bounds", "ang_unit", "ang_inv_r", "aq", "adq", "pair_type", "radial_base",
                  "angular_base", "grad", "pair_grad"),
 }
+KERNEL_ARGUMENTS["energy_features"] = KERNEL_ARGUMENTS["features"]  # the same, the gradient's arrays unwritten
 
 
 @dataclass(frozen=True)
@@ -143,31 +144,34 @@ _CUTOFF = ["x = min(rr / rc, 1.0)", "e = _exp_cutoff(2.0 - 2.0 * x)", "t = (1.0 
            "fc = t2 * t", "dfc = -3.0 * t2 * (1.0 - t2) / rc"]
 
 
-def _radial_pass(shape: KernelShape) -> list[str]:
+def _radial_pass(shape: KernelShape, slopes: bool) -> list[str]:
     """G2 terms of radial slots lo:hi summed per neighbour element (sum{t}_{m}; a masked sum, so the
-    loop stays branch-free), and their r-slopes into rdg."""
+    loop stays branch-free), and (``slopes``) their r-slopes into rdg."""
     n_m = len(shape.radial_eta_scale)
     lines = [f"sum{t}_{m} = 0.0" for t in range(shape.n_elements) for m in range(n_m)]
     lines += ["for q in range(lo, hi):", "    rr = rad_r[q]", "    rc = rad_rc[q]", "    tj = rad_element[q]",
               *_indent(_CUTOFF, 1), "    xx = x * x", "    slope = 2.0 * rr / (rc * rc)"]
     lines += [f"    w{t} = fc if tj == {t} else 0.0" for t in range(shape.n_elements)]
     for m, scale in enumerate(shape.radial_eta_scale):
-        lines += [f"    g = _exp_radial{m}({scale!r} * xx)", f"    rdg[{m}, q] = g * (dfc - {scale!r} * slope * fc)"]
+        lines += [f"    g = _exp_radial{m}({scale!r} * xx)"]
+        lines += [f"    rdg[{m}, q] = g * (dfc - {scale!r} * slope * fc)"] if slopes else []
         lines += [f"    sum{t}_{m} += g * w{t}" for t in range(shape.n_elements)]
     return lines
 
 
-def _angular_pass(shape: KernelShape) -> list[str]:
-    """Q_e and dQ_e/dr of angular slots lo:hi."""
+def _angular_pass(shape: KernelShape, slopes: bool) -> list[str]:
+    """Q_e and (``slopes``) dQ_e/dr of angular slots lo:hi."""
     lines = ["for k in range(lo, hi):", "    rr = ang_r[k]", "    rc = ang_rc[k]", *_indent(_CUTOFF, 1),
-             "    rr2 = rr * rr", "    ang_inv_r[k] = 1.0 / rr"]
+             "    rr2 = rr * rr", *(["    ang_inv_r[k] = 1.0 / rr"] if slopes else [])]
     for e, eta in enumerate(shape.angular_etas):
-        lines += [f"    g = _exp_angular{e}({eta!r} * rr2)", f"    aq[{e}, k] = g * fc",
-                  f"    adq[{e}, k] = g * (dfc - {2.0 * eta!r} * rr * fc)"]
+        lines += [f"    g = _exp_angular{e}({eta!r} * rr2)", f"    aq[{e}, k] = g * fc"]
+        lines += [f"    adq[{e}, k] = g * (dfc - {2.0 * eta!r} * rr * fc)"] if slopes else []
     return lines
 
 
-def _features(shape: KernelShape, name: str) -> list[str]:
+def _features(shape: KernelShape, name: str, slopes: bool = True) -> list[str]:
+    """The features; with ``slopes``, also every per-pair factor the gradient kernel reads (without:
+    energies only, and none of those arrays is written)."""
     e_count, n_m, n_eta, n_lz = shape.n_elements, len(shape.radial_eta_scale), len(shape.angular_etas), shape.n_lz
     width = shape.angular_width
     triplet = ["cos = uax * ang_unit[0, bi] + uay * ang_unit[1, bi] + uaz * ang_unit[2, bi]"]
@@ -204,7 +208,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "            unit[p, 2] = v2 * inv",
         "            tj = species[j]",
         "            rc = radial_rc[tc, tj]",
-        "            rad_list[n_rad] = p",
+        *(["            rad_list[n_rad] = p"] if slopes else []),
         "            rad_r[n_rad] = rr",
         "            rad_rc[n_rad] = rc",
         "            rad_element[n_rad] = tj",
@@ -215,7 +219,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "        # 2. radial terms of c's radial slots (SIMD)",
         "        lo = np.uint64(s0)",
         "        hi = np.uint64(n_rad)",
-        *_indent(_radial_pass(shape), 2),
+        *_indent(_radial_pass(shape, slopes), 2),
         *[line for t in range(e_count) for line in (
             f"        base = radial_base[{t}]", "        if base >= 0:",
             *[f"            out[row, base + {m}] += sum{t}_{m}" for m in range(n_m)])],
@@ -227,7 +231,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         "            for q in range(np.uint64(s0), np.uint64(n_ang)):",
         "                p = np.uint64(ang_scratch[q])",
         "                if species[np.uint64(pj[p])] == t:",
-        "                    ang_list[k] = p",
+        *(["                    ang_list[k] = p"] if slopes else []),
         "                    ang_unit[0, k] = unit[p, 0]",
         "                    ang_unit[1, k] = unit[p, 1]",
         "                    ang_unit[2, k] = unit[p, 2]",
@@ -237,7 +241,7 @@ def _features(shape: KernelShape, name: str) -> list[str]:
         f"        ang_bounds[c, {e_count}] = k",
         "        lo = np.uint64(s0)",
         "        hi = np.uint64(k)",
-        *_indent(_angular_pass(shape), 2),
+        *_indent(_angular_pass(shape, slopes), 2),
         "        # 4. unordered triplets, pair types (ta, tb) outermost: a type's sums stay in registers",
         f"        for ta in range({e_count}):",
         f"            for tb in range(ta, {e_count}):",
@@ -342,7 +346,8 @@ def _gradient(shape: KernelShape, name: str) -> list[str]:
     return lines
 
 
-KERNELS = {"features": _features, "gradient": _gradient}
+KERNELS = {"features": _features, "gradient": _gradient,
+           "energy_features": lambda shape, name: _features(shape, name, slopes=False)}
 
 
 def kernel_source(shape: KernelShape, kernel: str) -> str:

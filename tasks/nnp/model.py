@@ -253,7 +253,7 @@ def descriptor_features(descriptor: SymmetryFunctions, species: torch.Tensor, ba
                         pairs: Pairs) -> torch.Tensor:
     """Features (N, n_features) in atom order, without gradients."""
     if batch.device.type == "cpu":
-        return kernel_features(descriptor, species, batch, pairs).in_atom_order()
+        return kernel_features(descriptor, species, batch, pairs, slopes=False).in_atom_order()
     with torch.no_grad():
         return descriptor.terms(pair_vectors(batch.positions, batch.cells, pairs), species, pairs).features()
 
