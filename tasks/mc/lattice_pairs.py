@@ -96,16 +96,15 @@ def _pairs_of_cells(fractional, first_site, cells, inverses, primitive_inverse, 
         for s in range(start, stop):
             # the site's primitive site: its position minus that site's is a lattice vector
             f0, f1, f2 = fractional[s, 0], fractional[s, 1], fractional[s, 2]
-            in_primitive = np.zeros(3)
-            for y in range(3):
-                position = f0 * cells[k, 0, y] + f1 * cells[k, 1, y] + f2 * cells[k, 2, y]
-                for x in range(3):
-                    in_primitive[x] += position * primitive_inverse[y, x]
+            p0 = f0 * cells[k, 0, 0] + f1 * cells[k, 1, 0] + f2 * cells[k, 2, 0]
+            p1 = f0 * cells[k, 0, 1] + f1 * cells[k, 1, 1] + f2 * cells[k, 2, 1]
+            p2 = f0 * cells[k, 0, 2] + f1 * cells[k, 1, 2] + f2 * cells[k, 2, 2]
             basis = -1
             for b in range(len(primitive_fractional)):
                 worst = 0.0
-                for x in range(3):
-                    d = in_primitive[x] - primitive_fractional[b, x]
+                for x in range(3):  # the site's primitive fractional coordinate x, minus site b's
+                    d = (p0 * primitive_inverse[0, x] + p1 * primitive_inverse[1, x] + p2 * primitive_inverse[2, x]
+                         - primitive_fractional[b, x])
                     worst = max(worst, abs(d - np.round(d)))
                 if worst < 1e-6:
                     basis = b

@@ -6,7 +6,6 @@ rebuilds the structures itself, so nothing large travels to the worker."""
 from __future__ import annotations
 
 import functools
-
 import time
 import traceback
 from dataclasses import dataclass
