@@ -23,8 +23,9 @@ from icet.tools.structure_enumeration_support.labeling_generation import Labelin
 
 from tasks.generate import nias_bulk
 from tasks.phase.cells import PAD, CellBuilder, EnumeratedCells, cell_atoms, without_vacancies
-from tasks.phase.enumeration import (EnumerationTask, enumerate_batch, enumerate_cells, enumerate_task,
-                                     enumeration_tasks, labeling_count, snf_labelings)
+from tasks.phase.enumeration import (EnumerationTask, costliest_first, enumerate_batch, enumerate_cells,
+                                     enumerate_task, enumeration_groups, enumeration_tasks, labeling_count,
+                                     snf_labelings)
 
 CRS = nias_bulk("CrS", supercell=(1, 1, 1))  # Cr on 2a (sites 0, 1), S on 2c (sites 2, 3)
 CR_X = [["Cr", "X"], ["Cr", "X"], ["S"], ["S"]]
@@ -293,6 +294,21 @@ def test_labeling_count_is_the_binomial_count():
     yielded = LabelingGenerator([(0, 1), (0, 1), (2,), (2,)], {1: (1 / 8, 1 / 8)}).yield_labelings(4)
     assert labeling_count(CRS, CR_X, 4, species_fractions={"X": ["1/4"]}) == sum(1 for _ in yielded)
 
+
+
+def test_groups_start_costliest_first_by_icets_labeling_count():
+    fractions = ("1/4", "1/2")
+    groups = enumeration_groups(CRS, CR_X, range(1, 7), fractions, hnfs_per_task=2)
+    ordered = costliest_first(groups, CR_X)
+    assert sorted(g.index for g in ordered) == [g.index for g in groups] == list(range(len(groups)))
+
+    def scanned(g):  # what snf_labelings scans, counted by icet's generator, times the work per labeling
+        ncells = g.tasks[0].ncells
+        count = labeling_count(CRS, CR_X, ncells, species_fractions={"X": [g.fraction]})
+        return count * ncells * (1 + len(g.tasks) / 4)
+
+    assert [g.index for g in ordered] == [g.index for g in sorted(groups, key=lambda g: (-scanned(g), g.index))]
+    assert ordered[0].tasks[0].ncells == 6 and ordered[-1].tasks[0].ncells == 1
 
 def test_tasks_are_plain_and_in_icets_hnf_order():
     tasks = enumeration_tasks(CRS, [1, 2, 4])

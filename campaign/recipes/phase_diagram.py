@@ -38,8 +38,8 @@ from campaign.recipes.potential_source import PotentialSource, potential_files
 from campaign.spec import CampaignSpec, RecipeSpec, StructureSource
 from campaign.stage import Stage, WorkItem
 from storage import CampaignStore
-from tasks.phase.enumeration import (EnumerationGroup, enumerate_batch, enumerate_cells, enumeration_groups,
-                                     snf_labelings)
+from tasks.phase.enumeration import (EnumerationGroup, costliest_first, enumerate_batch, enumerate_cells,
+                                     enumeration_groups, snf_labelings)
 from tasks.phase.lattice import Lattice, PhaseCell
 from tasks.phase.ranking import CellChunk, ClusterExpansionModel, line_at, rank_batch
 from tasks.phase.relax import RelaxSettings, labeler_relax_batch, potential_relax_batch
@@ -342,6 +342,7 @@ def enumeration_stage(spec: CampaignSpec) -> Stage:
     groups = enumeration_groups(lattice.primitive(), lattice.chemical_symbols(),
                                 range(1, recipe.enumeration.max_sites // 4 + 1), target_fractions(recipe),
                                 recipe.enumeration.hnfs_per_task)
+    groups = costliest_first(groups, lattice.chemical_symbols())
     inputs = {"lattice": recipe.lattice.model_dump(mode="json")}
     items = [WorkItem(task_key("phase-enumerate", VERSION, {**inputs, "fraction": g.fraction,
                                                            "cells": [[t.ncells, list(t.hnf)] for t in g.tasks]}), g)
