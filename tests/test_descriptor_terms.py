@@ -144,7 +144,9 @@ def test_compiled_kernels_equal_autograd_for_several_models(dtype, systems):
     energies_only = cpu_outputs(members[0].descriptor, [m.atomic for m in members], species, batch, pairs,
                                 forces=False, stress=False)
     assert set(energies_only) == {"energy"}
-    torch.testing.assert_close(energies_only["energy"], ours["energy"], rtol=0, atol=0)
+    # the energy-only build is other code for the compiler: its sums may round differently in the last bit
+    scale = float(ours["energy"].abs().max())
+    torch.testing.assert_close(energies_only["energy"], ours["energy"], rtol=0, atol=4 * torch.finfo(dtype).eps * scale)
 
 
 def test_reused_workspace_gives_the_results_of_fresh_arrays_across_batches_and_threads():
