@@ -295,7 +295,6 @@ def test_labeling_count_is_the_binomial_count():
     assert labeling_count(CRS, CR_X, 4, species_fractions={"X": ["1/4"]}) == sum(1 for _ in yielded)
 
 
-
 def test_groups_start_costliest_first_by_icets_labeling_count():
     fractions = ("1/4", "1/2")
     groups = enumeration_groups(CRS, CR_X, range(1, 7), fractions, hnfs_per_task=2)
@@ -309,6 +308,7 @@ def test_groups_start_costliest_first_by_icets_labeling_count():
 
     assert [g.index for g in ordered] == [g.index for g in sorted(groups, key=lambda g: (-scanned(g), g.index))]
     assert ordered[0].tasks[0].ncells == 6 and ordered[-1].tasks[0].ncells == 1
+
 
 def test_tasks_are_plain_and_in_icets_hnf_order():
     tasks = enumeration_tasks(CRS, [1, 2, 4])
