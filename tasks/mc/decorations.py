@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from tasks.mc.energy import EnergyRequest, atoms_batch
+from tasks.mc.energy import EnergyRequest
 from tasks.nnp.batch import AtomsBatch
 from tasks.nnp.graph import Pairs
 
@@ -86,8 +86,8 @@ def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
                               pair_i, pair_j, pair_shift, pair_system, pairs_of_atom, n_pairs)
         atoms_before += len(row)
         systems_before += len(members)
-    batch = atoms_batch(np.concatenate(positions), np.concatenate(cells), np.concatenate(numbers),
-                        np.concatenate(n_atoms), [requests[r].lattice.pbc for r in order], dtype, device)
+    batch = AtomsBatch.from_arrays(np.concatenate(positions), np.concatenate(cells), np.concatenate(numbers),
+                                   np.concatenate(n_atoms), [requests[r].lattice.pbc for r in order], dtype, device)
     pairs = Pairs(i=torch.from_numpy(pair_i[:n_pairs]).to(device), j=torch.from_numpy(pair_j[:n_pairs]).to(device),
                   shift=torch.from_numpy(pair_shift[:n_pairs]).to(device),
                   system=torch.from_numpy(pair_system[:n_pairs]).to(device))

@@ -115,24 +115,11 @@ def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest],
         centre_atoms.append(local[centres])
         centre_sites.append(centres)
         offset += len(atoms)
-    batch = atoms_batch(np.concatenate(positions), np.stack(cells), np.concatenate(numbers), np.array(n_atoms),
-                        [(r.lattice or lattice).pbc for r in requests], dtype, device)
+    batch = AtomsBatch.from_arrays(np.concatenate(positions), np.stack(cells), np.concatenate(numbers), n_atoms,
+                                   [(r.lattice or lattice).pbc for r in requests], dtype, device)
     pairs = Pairs(i=torch.as_tensor(np.concatenate(p_i), dtype=torch.long, device=device),
                   j=torch.as_tensor(np.concatenate(p_j), dtype=torch.long, device=device),
                   shift=torch.as_tensor(np.concatenate(p_shift), dtype=dtype, device=device),
                   system=torch.as_tensor(np.concatenate(p_system), dtype=torch.long, device=device))
     return batch, pairs, np.concatenate(centre_atoms), np.concatenate(centre_sites)
 
-
-def atoms_batch(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, n_atoms: np.ndarray, pbc,
-                dtype: torch.dtype, device) -> AtomsBatch:
-    """An AtomsBatch of systems whose atoms are consecutive (``n_atoms`` each), from numpy arrays."""
-    n_atoms = np.asarray(n_atoms, dtype=np.int64)
-    return AtomsBatch(
-        positions=torch.as_tensor(positions, dtype=dtype, device=device),
-        cells=torch.as_tensor(cells, dtype=dtype, device=device),
-        numbers=torch.as_tensor(numbers, dtype=torch.long, device=device),
-        system=torch.as_tensor(np.repeat(np.arange(len(n_atoms)), n_atoms), dtype=torch.long, device=device),
-        n_atoms=n_atoms,
-        pbc=np.array(pbc, dtype=bool),
-    )

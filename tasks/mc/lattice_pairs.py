@@ -99,13 +99,16 @@ def _pairs_of_cells(fractional, first_site, cells, inverses, primitive_inverse, 
             p0 = f0 * cells[k, 0, 0] + f1 * cells[k, 1, 0] + f2 * cells[k, 2, 0]
             p1 = f0 * cells[k, 0, 1] + f1 * cells[k, 1, 1] + f2 * cells[k, 2, 1]
             p2 = f0 * cells[k, 0, 2] + f1 * cells[k, 1, 2] + f2 * cells[k, 2, 2]
+            # its fractional coordinates in the primitive cell
+            q0 = p0 * primitive_inverse[0, 0] + p1 * primitive_inverse[1, 0] + p2 * primitive_inverse[2, 0]
+            q1 = p0 * primitive_inverse[0, 1] + p1 * primitive_inverse[1, 1] + p2 * primitive_inverse[2, 1]
+            q2 = p0 * primitive_inverse[0, 2] + p1 * primitive_inverse[1, 2] + p2 * primitive_inverse[2, 2]
             basis = -1
             for b in range(len(primitive_fractional)):
-                worst = 0.0
-                for x in range(3):  # the site's primitive fractional coordinate x, minus site b's
-                    d = (p0 * primitive_inverse[0, x] + p1 * primitive_inverse[1, x] + p2 * primitive_inverse[2, x]
-                         - primitive_fractional[b, x])
-                    worst = max(worst, abs(d - np.round(d)))
+                d0 = q0 - primitive_fractional[b, 0]
+                d1 = q1 - primitive_fractional[b, 1]
+                d2 = q2 - primitive_fractional[b, 2]
+                worst = max(abs(d0 - np.round(d0)), abs(d1 - np.round(d1)), abs(d2 - np.round(d2)))
                 if worst < 1e-6:
                     basis = b
                     break

@@ -24,14 +24,22 @@ class AtomsBatch:
     @classmethod
     def from_atoms(cls, systems: Sequence[Atoms], dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu") -> "AtomsBatch":
-        n_atoms = np.array([len(a) for a in systems], dtype=np.int64)
+        return cls.from_arrays(np.concatenate([a.positions for a in systems]),
+                               np.stack([a.cell.array for a in systems]), np.concatenate([a.numbers for a in systems]),
+                               [len(a) for a in systems], [a.pbc for a in systems], dtype, device)
+
+    @classmethod
+    def from_arrays(cls, positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, n_atoms, pbc,
+                    dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> "AtomsBatch":
+        """Systems whose atoms are consecutive (``n_atoms`` each), from numpy arrays."""
+        n_atoms = np.asarray(n_atoms, dtype=np.int64)
         return cls(
-            positions=torch.as_tensor(np.concatenate([a.positions for a in systems]), dtype=dtype, device=device),
-            cells=torch.as_tensor(np.stack([a.cell.array for a in systems]), dtype=dtype, device=device),
-            numbers=torch.as_tensor(np.concatenate([a.numbers for a in systems]), dtype=torch.long, device=device),
-            system=torch.as_tensor(np.repeat(np.arange(len(systems)), n_atoms), dtype=torch.long, device=device),
+            positions=torch.as_tensor(positions, dtype=dtype, device=device),
+            cells=torch.as_tensor(cells, dtype=dtype, device=device),
+            numbers=torch.as_tensor(numbers, dtype=torch.long, device=device),
+            system=torch.as_tensor(np.repeat(np.arange(len(n_atoms)), n_atoms), dtype=torch.long, device=device),
             n_atoms=n_atoms,
-            pbc=np.stack([np.asarray(a.pbc, dtype=bool) for a in systems]),
+            pbc=np.array(pbc, dtype=bool).reshape(len(n_atoms), 3),
         )
 
     @property
