@@ -17,6 +17,17 @@ Figures:
   anneal_batched_steps_per_s  chain-steps per second, all chains in one batched state
   anneal_single_steps_per_s   chain-steps per second, one chain at a time (same chains, same steps)
   anneal_batched_vs_single    their ratio (goal >= 5 on a CPU with 16 chains)
+  anneal_step_fixed_ms        the two sides split as t = fixed + chains × per_chain per step (one chain:
+  anneal_step_per_chain_ms    fixed + per_chain; 16 chains: fixed / 16 + per_chain per chain-step)
+  anneal_full_cell_ms         one chain's whole cell evaluated (every atom; what a cell move costs), in a
+                              batch of all chains' cells
+  anneal_swap_networks_ms     the committee's networks alone on the atoms whose environment a one-pair swap
+                              changes (features given), per chain, in a batch of all chains: what any swap
+                              costs at least, however its features are found
+  anneal_bound_free_features  the ratio batching could reach if features cost nothing: per_chain at least
+                              the cell moves' whole cells and the swaps' networks,
+                              f × anneal_full_cell_ms + (1 − f) × anneal_swap_networks_ms (f = cell moves'
+                              share of steps), against the measured fixed part
   threads                     torch threads (--threads, default 1: both sides of every ratio on one core)
 
 The potential is a Behler–Parrinello committee of two networks (Cr/S, hidden (32, 32), radial
@@ -24,6 +35,7 @@ cutoff 6 Å, angular 4.5 Å, float64; speed does not depend on the weights, so t
 Every time is the best of --rounds runs (on a shared machine other load only adds time); the two
 sides of each ratio take turns within each round. The last line printed is one JSON object.
 Usage: python scripts/bench_mc.py [--steps 100] [--swaps 20] [--relax-steps 20] [--rounds 3] [--threads 1]
+                                  [--parts slab,hop,anneal]
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import atomic_numbers
 
 REPO = str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, REPO)
@@ -51,6 +64,7 @@ from tasks.nnp.batch import AtomsBatch  # noqa: E402
 from tasks.nnp.committee import Committee  # noqa: E402
 from tasks.nnp.descriptors import DescriptorSettings  # noqa: E402
 from tasks.nnp.model import BehlerParrinello, ModelSettings  # noqa: E402
+from tasks.nnp.stacked import stacked_networks  # noqa: E402
 from tasks.phase.lattice import Lattice  # noqa: E402
 
 STUDY_SUPERCELL = [[4, 0, 0], [2, 4, 0], [0, 0, 3]]
@@ -97,11 +111,41 @@ def anneal_figures(potential, steps: int, rounds: int, n_chains: int = 16) -> di
         for chain in fresh():
             advance(model, cell.sites, [chain], schedule, moves, steps)
 
-    batched_s, single_s = best_of(rounds, batched, single)
+    whole_cells = [EnergyRequest(c.occupation, c.cell, site_pairs(cell.sites, c.cell, model.cutoff_A, 1.0))
+                   for c in first]
+
+    def full_cells():
+        model.energies(cell.sites, whole_cells)
+
+    rng = np.random.default_rng(0)
+    touched = []  # per chain, the atoms a one-pair swap reaches
+    for chain, request in zip(first, whole_cells):
+        mobile = np.flatnonzero(cell.sites.mobile)
+        moved = [rng.choice(mobile[chain.occupation[mobile] != 0]), rng.choice(mobile[chain.occupation[mobile] == 0])]
+        near = request.pairs.within_cutoff(np.array(moved), chain.cell)
+        touched.append(chain.occupation[near[chain.occupation[near] != 0]])
+    numbers = np.concatenate(touched)
+    stacks = stacked_networks([member.atomic for member in potential.members])
+    blocks = [torch.rand((int(np.count_nonzero(numbers == atomic_numbers[e])), stack.first_weight.shape[0]),
+                         dtype=torch.float64) for e, stack in zip(potential.elements, stacks)]
+
+    def swap_networks():
+        with torch.no_grad():
+            for stack, block in zip(stacks, blocks):
+                stack.energies(block)
+
+    batched_s, single_s, full_s, networks_s = best_of(rounds, batched, single, full_cells, swap_networks)
+    single_step, batched_chain_step = single_s / (n_chains * steps), batched_s / (n_chains * steps)
+    fixed = (single_step - batched_chain_step) * n_chains / (n_chains - 1)
+    per_chain = batched_chain_step - fixed / n_chains
+    cell_share = moves.cell_move_fraction
+    floor = (cell_share * full_s + (1 - cell_share) * networks_s) / n_chains
     return {"anneal_sites": cell.sites.n_sites, "anneal_chains": n_chains,
-            "anneal_batched_steps_per_s": n_chains * steps / batched_s,
-            "anneal_single_steps_per_s": n_chains * steps / single_s,
-            "anneal_batched_vs_single": single_s / batched_s}
+            "anneal_batched_steps_per_s": 1 / batched_chain_step, "anneal_single_steps_per_s": 1 / single_step,
+            "anneal_batched_vs_single": single_s / batched_s, "anneal_step_fixed_ms": 1000 * fixed,
+            "anneal_step_per_chain_ms": 1000 * per_chain, "anneal_full_cell_ms": 1000 * full_s / n_chains,
+            "anneal_swap_networks_ms": 1000 * networks_s / n_chains,
+            "anneal_bound_free_features": (fixed + floor) / (fixed / n_chains + floor)}
 
 
 def study_slab():
@@ -197,20 +241,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has "
                         f"{os.cpu_count()})")
+    parser.add_argument("--parts", default="slab,hop,anneal", help="which figures to measure (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"slab", "hop", "anneal"}:
+        parser.error(f"--parts: unknown {sorted(parts - {'slab', 'hop', 'anneal'})}; choose from slab, hop, anneal")
     torch.set_num_threads(args.threads)
     potential = committee()
     figures = {"threads": args.threads}
-    figures.update(slab_figures(potential, args.swaps, args.rounds))
-    print(f"slab: {figures['slab_atoms']} atoms, local swap {figures['slab_local_swap_ms']:.1f} ms, full "
-          f"{figures['slab_full_ms']:.1f} ms: {figures['slab_local_vs_full']:.1f}x", flush=True)
-    figures.update(relaxed_hop_figures(potential, args.relax_steps, min(args.rounds, 2)))
-    print(f"relaxed hop ({args.relax_steps} FIRE steps): local {figures['slab_hop_local_s']:.2f} s, full "
-          f"{figures['slab_hop_full_s']:.2f} s: {figures['slab_hop_local_vs_full']:.1f}x", flush=True)
-    figures.update(anneal_figures(potential, args.steps, args.rounds))
-    print(f"anneal: {figures['anneal_chains']} chains on {figures['anneal_sites']} sites, batched "
-          f"{figures['anneal_batched_steps_per_s']:.0f} steps/s, one at a time "
-          f"{figures['anneal_single_steps_per_s']:.0f} steps/s: {figures['anneal_batched_vs_single']:.2f}x", flush=True)
+    if "slab" in parts:
+        figures.update(slab_figures(potential, args.swaps, args.rounds))
+        print(f"slab: {figures['slab_atoms']} atoms, local swap {figures['slab_local_swap_ms']:.1f} ms, full "
+              f"{figures['slab_full_ms']:.1f} ms: {figures['slab_local_vs_full']:.1f}x", flush=True)
+    if "hop" in parts:
+        figures.update(relaxed_hop_figures(potential, args.relax_steps, min(args.rounds, 2)))
+        print(f"relaxed hop ({args.relax_steps} FIRE steps): local {figures['slab_hop_local_s']:.2f} s, full "
+              f"{figures['slab_hop_full_s']:.2f} s: {figures['slab_hop_local_vs_full']:.1f}x", flush=True)
+    if "anneal" in parts:
+        figures.update(anneal_figures(potential, args.steps, args.rounds))
+        print(f"anneal: {figures['anneal_chains']} chains on {figures['anneal_sites']} sites, batched "
+              f"{figures['anneal_batched_steps_per_s']:.0f} steps/s, one at a time "
+              f"{figures['anneal_single_steps_per_s']:.0f} steps/s: {figures['anneal_batched_vs_single']:.2f}x; "
+              f"per step {figures['anneal_step_fixed_ms']:.2f} ms + {figures['anneal_step_per_chain_ms']:.2f} ms "
+              f"per chain; a whole cell {figures['anneal_full_cell_ms']:.2f} ms, a swap's networks "
+              f"{figures['anneal_swap_networks_ms']:.3f} ms: at most {figures['anneal_bound_free_features']:.2f}x "
+              "if features were free", flush=True)
     print(json.dumps(figures))
 
 

@@ -15,9 +15,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
+from numba import njit
 
 from tasks.mc.sites import SiteLattice, SitePairs
 from tasks.nnp.batch import AtomsBatch
+from tasks.nnp.cpu_inference import thread_workspace
 from tasks.nnp.graph import Pairs
 
 
@@ -81,45 +83,83 @@ def centre_energies(potential, lattice: SiteLattice | None,
 
 def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
                  device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
-    """One system per request: its centres and their occupied neighbours; pairs only from centres,
-    so the other atoms are context (their own energies are not summed)."""
-    positions, numbers, cells, n_atoms = [], [], [], []
-    p_i, p_j, p_shift, p_system, centre_atoms, centre_sites = [], [], [], [], [], []
-    offset = 0
+    """One system per request: its centres and their occupied neighbours (atoms in site order);
+    pairs only from centres, so the other atoms are context (their own energies are not summed)."""
+    float_type = torch.empty(0, dtype=dtype).numpy().dtype  # the pairs' shifts are written in it directly
+    # scratch kept between calls (fresh arrays of this size cost page faults on every step); the
+    # pairs below view it, and are used up before this thread builds its next batch
+    workspace = thread_workspace()
+    upper = sum(len(r.pairs.j) for r in requests)
+    pair_i, pair_j = workspace.array("mc_pair_i", (upper,), np.int64), workspace.array("mc_pair_j", (upper,), np.int64)
+    pair_shift = workspace.array("mc_pair_shift", (upper, 3), float_type)
+    pair_system = workspace.array("mc_pair_system", (upper,), np.int64)
+    pairs_of_atom = np.zeros(sum((r.lattice or lattice).n_sites for r in requests), np.int64)
+    positions, numbers, cells, n_atoms, centre_atoms, centre_sites = [], [], [], [], [], []
+    n_pairs = offset = 0
     for r, request in enumerate(requests):
         sites = request.lattice or lattice
-        local = np.empty(sites.n_sites, dtype=np.int64)
-        occupied = request.occupation != 0
-        if request.centres is None:
-            is_centre = occupied
-        else:
-            is_centre = np.zeros(sites.n_sites, dtype=bool)
-            is_centre[request.centres] = True
-            is_centre &= occupied
-        centres = np.flatnonzero(is_centre)
-        idx = request.pairs.of_sites(centres)
-        idx = idx[occupied[request.pairs.j[idx]]]
-        i, j = request.pairs.i[idx], request.pairs.j[idx]
-        in_system = is_centre.copy()
-        in_system[j] = True
-        atoms = np.flatnonzero(in_system)
-        local[atoms] = np.arange(offset, offset + len(atoms))
+        is_centre = request.occupation != 0
+        if request.centres is not None:
+            wanted = np.zeros(sites.n_sites, dtype=bool)
+            wanted[request.centres] = True
+            is_centre &= wanted
+        atoms, centres, n_pairs = _centre_pairs(request.occupation, is_centre, request.pairs.segment,
+                                                request.pairs.j, request.pairs.shift, offset, r, pair_i, pair_j,
+                                                pair_shift, pair_system, pairs_of_atom, n_pairs)
         positions.append(sites.fractional[atoms] @ request.cell)
         numbers.append(request.occupation[atoms])
         cells.append(request.cell)
         n_atoms.append(len(atoms))
-        p_i.append(local[i])
-        p_j.append(local[j])
-        p_shift.append(np.take(request.pairs.shift, idx, axis=0))
-        p_system.append(np.full(len(idx), r))
-        centre_atoms.append(local[centres])
-        centre_sites.append(centres)
+        centre_atoms.append(centres)
+        centre_sites.append(atoms[centres - offset])
         offset += len(atoms)
     batch = AtomsBatch.from_arrays(np.concatenate(positions), np.stack(cells), np.concatenate(numbers), n_atoms,
                                    [(r.lattice or lattice).pbc for r in requests], dtype, device)
-    pairs = Pairs(i=torch.as_tensor(np.concatenate(p_i), dtype=torch.long, device=device),
-                  j=torch.as_tensor(np.concatenate(p_j), dtype=torch.long, device=device),
-                  shift=torch.as_tensor(np.concatenate(p_shift), dtype=dtype, device=device),
-                  system=torch.as_tensor(np.concatenate(p_system), dtype=torch.long, device=device))
+    pairs = Pairs(i=torch.from_numpy(pair_i[:n_pairs]).to(device), j=torch.from_numpy(pair_j[:n_pairs]).to(device),
+                  shift=torch.from_numpy(pair_shift[:n_pairs]).to(device),
+                  system=torch.from_numpy(pair_system[:n_pairs]).to(device))
+    # the pairs of atom a are segment[a]:segment[a + 1] (what the CPU kernels would search for)
+    pairs.derived["segment"] = np.concatenate([[0], np.cumsum(pairs_of_atom[:offset])])
     return batch, pairs, np.concatenate(centre_atoms), np.concatenate(centre_sites)
 
+
+@njit(cache=True)
+def _centre_pairs(occupation, is_centre, segment, site_j, site_shift, offset, system,
+                  pair_i, pair_j, pair_shift, pair_system, pairs_of_atom, n):
+    """Append one request's pairs from its centres to occupied sites from position ``n``, as batch
+    atom indices (its atoms, the centres and those neighbours, numbered from ``offset`` in site
+    order), counting them per centre atom. Returns the atoms' sites, the centres' atom indices and
+    the new end: one pass over the centres' pairs, where array operations took several."""
+    n_sites = len(occupation)
+    in_system = is_centre.copy()
+    for s in range(n_sites):
+        if is_centre[s]:
+            for p in range(segment[s], segment[s + 1]):
+                if occupation[site_j[p]] != 0:
+                    in_system[site_j[p]] = True
+    local = np.empty(n_sites, np.int64)
+    atoms = np.empty(n_sites, np.int64)
+    centres = np.empty(n_sites, np.int64)
+    n_atoms = n_centres = 0
+    for s in range(n_sites):
+        if in_system[s]:
+            local[s] = offset + n_atoms
+            atoms[n_atoms] = s
+            n_atoms += 1
+            if is_centre[s]:
+                centres[n_centres] = local[s]
+                n_centres += 1
+    for s in range(n_sites):
+        if is_centre[s]:
+            for p in range(segment[s], segment[s + 1]):
+                j = site_j[p]
+                if occupation[j] != 0:
+                    pair_i[n] = local[s]
+                    pair_j[n] = local[j]
+                    pair_shift[n, 0] = site_shift[p, 0]
+                    pair_shift[n, 1] = site_shift[p, 1]
+                    pair_shift[n, 2] = site_shift[p, 2]
+                    pair_system[n] = system
+                    pairs_of_atom[local[s]] += 1
+                    n += 1
+    return atoms[:n_atoms], centres[:n_centres], n

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from vesin import NeighborList
 
 
@@ -54,11 +55,8 @@ class SitePairs:
         the atoms whose energies a change on ``sites`` can change."""
         if not len(sites):
             return sites
-        idx = self.of_sites(np.unique(sites))
-        vectors = (np.take(self.fractional_j, idx, axis=0) - np.take(self.fractional_i, idx, axis=0)
-                   + np.take(self.shift, idx, axis=0)) @ cell
-        near = np.einsum("px,px->p", vectors, vectors) < self.cutoff_A ** 2
-        return np.union1d(sites, self.j[idx[near]])
+        return _within_cutoff(np.asarray(sites, dtype=np.int64), self.segment, self.j, self.fractional_i,
+                              self.fractional_j, self.shift, np.asarray(cell, dtype=np.float64), self.cutoff_A ** 2)
 
     def valid_for(self, cell: np.ndarray) -> bool:
         """Whether every pair within the cutoff in ``cell`` is in the list: distances shrink at most
@@ -78,3 +76,21 @@ def site_pairs(lattice: SiteLattice, cell: np.ndarray, cutoff_A: float, skin_A: 
     segment = np.searchsorted(i, np.arange(lattice.n_sites + 1)).astype(np.int64)
     return SitePairs(i, j, np.asarray(s, dtype=np.float64).reshape(-1, 3), segment, np.array(cell, dtype=np.float64),
                      float(cutoff_A), reach, lattice.fractional[i], lattice.fractional[j])
+
+
+@njit(cache=True)
+def _within_cutoff(sites, segment, site_j, fractional_i, fractional_j, shift, cell, cutoff_sq):
+    """SitePairs.within_cutoff in one pass over the sites' pairs (array operations took several)."""
+    near = np.zeros(len(segment) - 1, np.bool_)
+    for s in sites:
+        near[s] = True
+        for p in range(segment[s], segment[s + 1]):
+            f0 = fractional_j[p, 0] - fractional_i[p, 0] + shift[p, 0]
+            f1 = fractional_j[p, 1] - fractional_i[p, 1] + shift[p, 1]
+            f2 = fractional_j[p, 2] - fractional_i[p, 2] + shift[p, 2]
+            x = f0 * cell[0, 0] + f1 * cell[1, 0] + f2 * cell[2, 0]
+            y = f0 * cell[0, 1] + f1 * cell[1, 1] + f2 * cell[2, 1]
+            z = f0 * cell[0, 2] + f1 * cell[1, 2] + f2 * cell[2, 2]
+            if x * x + y * y + z * z < cutoff_sq:
+                near[site_j[p]] = True
+    return np.flatnonzero(near)
