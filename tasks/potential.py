@@ -14,6 +14,9 @@ Optional capabilities, detected by the functions below rather than by the class:
       faster path than ``atomic_energy_fn`` (Monte Carlo sums them over the atoms a move touched;
       ``only_atoms`` names those, and the others' may be 0).
   ``fingerprints(batch)``: per-structure feature vectors for farthest-point selection.
+  ``descriptor_networks()``: (descriptor, networks) when the energy is the sum over atoms of the
+      networks of their symmetry-function features and nothing else (else None); Monte Carlo then
+      keeps the features between steps (tasks.mc.site_features).
   ``shares_evaluation_with(other)`` and ``evaluate_together(members, batch, pairs, ...)``: members of
       a committee that can be evaluated in one pass (Behler–Parrinello networks on one descriptor).
 

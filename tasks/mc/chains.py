@@ -28,6 +28,7 @@ from ase.units import kB
 
 from tasks.mc.energy import EnergyModel, EnergyRequest, has_site_energies
 from tasks.mc.schedule import EV_PER_A3_PER_GPA, MoveSettings
+from tasks.mc.site_features import SwapRequest, site_features_of
 from tasks.mc.sites import SiteLattice, site_pairs
 
 SWAP, CELL = 0, 1
@@ -127,11 +128,19 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
 
     With a model that gives site energies, every chain's site energies are kept (computed afresh
     here, at the start of the call): a swap then costs one evaluation, of the atoms within the
-    cutoff of the moved sites in the new configuration, against their kept energies."""
+    cutoff of the moved sites in the new configuration, against their kept energies. Where the
+    model's potential allows it (tasks.mc.site_features) the atoms' features are kept too, and a
+    swap computes only the descriptor terms it changes."""
     pairs = [site_pairs(lattice, c.cell, model.cutoff_A, skin_A) for c in chains]
-    kept = has_site_energies(model)
-    site_energy = model.site_energies(lattice, [EnergyRequest(c.occupation, c.cell, p)
-                                                for c, p in zip(chains, pairs)]) if kept and chains else None
+    features = site_features_of(model)
+    kept = features is not None or has_site_energies(model)
+    site_energy = state = None
+    if chains and features is not None:
+        state = features.whole(lattice, [EnergyRequest(c.occupation, c.cell, p) for c, p in zip(chains, pairs)])
+        site_energy = [s.energies for s in state]
+    elif chains and kept:
+        site_energy = model.site_energies(lattice, [EnergyRequest(c.occupation, c.cell, p)
+                                                    for c, p in zip(chains, pairs)])
     minima: list[list[Minimum]] = [[] for _ in chains]
     rows: list[list[tuple]] = [[] for _ in chains]
     pressure = moves.pressure_GPa * EV_PER_A3_PER_GPA
@@ -144,6 +153,7 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
             _close_cycle_if_due(chains[k], schedule, minima[k])
         proposals = [_propose(chains[k], schedule, moves, mobile) for k in live]
         requests: list[EnergyRequest] = []
+        swaps: list[SwapRequest] = []
         plans: list[tuple] = []
         cell_pairs = {}
         for k, proposal in zip(live, proposals):
@@ -157,7 +167,11 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
                 requests.append(EnergyRequest(chain.occupation, proposal.cell, cell_pairs[k]))
                 continue
             touched = pairs[k].within_cutoff(proposal.sites, chain.cell)
-            if kept:
+            if features is not None:
+                plans.append(("features", len(swaps), touched))
+                swaps.append(SwapRequest(state[k], chain.occupation, proposal.occupation, proposal.sites, touched,
+                                         chain.cell, pairs[k]))
+            elif kept:
                 plans.append(("kept", len(requests), touched))
                 requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k], touched))
             elif 2 * np.count_nonzero(chain.occupation[touched]) > chain.n_atoms:
@@ -169,13 +183,20 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
                 plans.append(("pair", len(requests), touched))
                 requests.append(EnergyRequest(chain.occupation, chain.cell, pairs[k], touched))
                 requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k], touched))
-        values = model.site_energies(lattice, requests) if kept else None
-        sums = values.sum(axis=1) if kept else model.energies(lattice, requests)
+        if features is not None:
+            wholes = features.whole(lattice, requests) if requests else []
+            swapped = features.swaps(swaps)
+            sums = [w.energies.sum() for w in wholes]
+        else:
+            values = model.site_energies(lattice, requests) if kept else None
+            sums = values.sum(axis=1) if kept else model.energies(lattice, requests)
         for k, proposal, (plan, first, touched) in zip(live, proposals, plans):
             chain = chains[k]
             temperature = schedule.temperature_K(chain.step)
             if plan == "whole":
                 delta = float(sums[first]) - chain.energy_eV
+            elif plan == "features":
+                delta = float(swapped[first][1].sum() - site_energy[k][touched].sum())
             elif plan == "kept":
                 delta = float(sums[first] - site_energy[k][touched].sum())
             else:
@@ -190,7 +211,12 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
             if np.log(proposal.uniform) < log_accept:
                 chain.accepted[proposal.kind] += 1
                 chain.energy_eV += delta
-                if kept and plan == "whole":
+                if features is not None and plan == "whole":
+                    state[k] = wholes[first]
+                    site_energy[k] = state[k].energies
+                elif plan == "features":
+                    state[k].features[touched], site_energy[k][touched] = swapped[first]
+                elif kept and plan == "whole":
                     site_energy[k] = values[first]
                 elif kept:
                     site_energy[k][touched] = values[first][touched]

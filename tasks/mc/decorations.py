@@ -49,7 +49,7 @@ def _decoration_totals(potential, requests: Sequence[EnergyRequest]) -> np.ndarr
 
 def _decorations_batch(requests: Sequence[EnergyRequest], dtype: torch.dtype,
                        device) -> tuple[AtomsBatch, Pairs, np.ndarray]:
-    """What tasks.mc.energy's _local_batch gives for whole decorations (every occupied site a
+    """What tasks.mc.energy's local_batch gives for whole decorations (every occupied site a
     centre, no context), over all decorations of one lattice at a time (the cells of one supercell
     share their sites and pairs): per decoration, its atoms are its occupied sites and its pairs
     those of the lattice between two of them. The systems come grouped by lattice; the third value

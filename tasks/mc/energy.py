@@ -59,6 +59,14 @@ class PotentialEnergy:
     def energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
         return self.site_energies(lattice, requests).sum(axis=1)
 
+    def site_features(self):
+        """The kept-features path (tasks.mc.site_features) where the potential allows it, else None."""
+        from tasks.mc.site_features import site_feature_model
+
+        if not hasattr(self, "_site_features"):
+            self._site_features = site_feature_model(self.potential)
+        return self._site_features
+
     def site_energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
         """(requests, n_sites): the energy of each occupied centre of each request, 0 elsewhere."""
         out = np.zeros((len(requests), lattice.n_sites))
@@ -74,14 +82,14 @@ def centre_energies(potential, lattice: SiteLattice | None,
     model), each centre's request (C,) and site (C,), from one pass of the potential."""
     from tasks.potential import per_atom_energies
 
-    batch, pairs, centre_atoms, centre_sites = _local_batch(lattice, requests, potential.dtype, potential.device)
+    batch, pairs, centre_atoms, centre_sites = local_batch(lattice, requests, potential.dtype, potential.device)
     wanted = np.zeros(len(batch.numbers), dtype=bool)
     wanted[centre_atoms] = True
     atomic = per_atom_energies(potential, batch, pairs, wanted).detach().cpu().numpy().astype(np.float64)
     return atomic[:, centre_atoms], batch.system.cpu().numpy()[centre_atoms], centre_sites
 
 
-def _local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
+def local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
                  device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours (atoms in site order);
     pairs only from centres, so the other atoms are context (their own energies are not summed)."""

@@ -79,18 +79,23 @@ def site_pairs(lattice: SiteLattice, cell: np.ndarray, cutoff_A: float, skin_A: 
 
 
 @njit(cache=True)
+def pair_vector(p, fractional_i, fractional_j, shift, cell):
+    """Pair p's vector (x, y, z) in ``cell`` from the fractional coordinates of its sites and its shift."""
+    f0 = fractional_j[p, 0] - fractional_i[p, 0] + shift[p, 0]
+    f1 = fractional_j[p, 1] - fractional_i[p, 1] + shift[p, 1]
+    f2 = fractional_j[p, 2] - fractional_i[p, 2] + shift[p, 2]
+    return (f0 * cell[0, 0] + f1 * cell[1, 0] + f2 * cell[2, 0], f0 * cell[0, 1] + f1 * cell[1, 1] + f2 * cell[2, 1],
+            f0 * cell[0, 2] + f1 * cell[1, 2] + f2 * cell[2, 2])
+
+
+@njit(cache=True)
 def _within_cutoff(sites, segment, site_j, fractional_i, fractional_j, shift, cell, cutoff_sq):
     """SitePairs.within_cutoff in one pass over the sites' pairs (array operations took several)."""
     near = np.zeros(len(segment) - 1, np.bool_)
     for s in sites:
         near[s] = True
         for p in range(segment[s], segment[s + 1]):
-            f0 = fractional_j[p, 0] - fractional_i[p, 0] + shift[p, 0]
-            f1 = fractional_j[p, 1] - fractional_i[p, 1] + shift[p, 1]
-            f2 = fractional_j[p, 2] - fractional_i[p, 2] + shift[p, 2]
-            x = f0 * cell[0, 0] + f1 * cell[1, 0] + f2 * cell[2, 0]
-            y = f0 * cell[0, 1] + f1 * cell[1, 1] + f2 * cell[2, 1]
-            z = f0 * cell[0, 2] + f1 * cell[1, 2] + f2 * cell[2, 2]
+            x, y, z = pair_vector(p, fractional_i, fractional_j, shift, cell)
             if x * x + y * y + z * z < cutoff_sq:
                 near[site_j[p]] = True
     return np.flatnonzero(near)

@@ -57,7 +57,12 @@ def _write_once(folder: Path, name: str, text: str) -> Path:
 
 @lru_cache(maxsize=None)
 def kernels_for(shape: KernelShape, kernel: str) -> ModuleType:
-    text = kernel_source(shape, kernel)
+    return generated_module(kernel_source(shape, kernel))
+
+
+def generated_module(text: str) -> ModuleType:
+    """The module of this generated source text, written once to the kernel cache (numba's on-disk
+    cache then sits beside it) and imported once per process."""
     name = "campaign_kernel_" + hashlib.sha256(text.encode()).hexdigest()[:20]
     with _LOAD_LOCK:
         if name in sys.modules:

@@ -105,6 +105,11 @@ class BehlerParrinello(torch.nn.Module, SavedAsPayload):
     def elements(self) -> tuple[str, ...]:
         return self.settings.descriptor.elements
 
+    def descriptor_networks(self):
+        """(descriptor, [networks]): the energy is the sum over atoms of the networks of their
+        features, nothing else (Monte Carlo keeps features between steps: tasks.mc.site_features)."""
+        return self.descriptor, [self.atomic]
+
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         if int(numbers.max()) >= len(self.species_of_z) or bool((self.species_of_z[numbers] < 0).any()):
             missing = sorted(set(numbers.tolist()) - {atomic_numbers[s] for s in self.settings.descriptor.elements})
