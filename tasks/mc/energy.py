@@ -90,7 +90,7 @@ def centre_energies(potential, lattice: SiteLattice | None,
 
 
 def local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
-                 device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
+                device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours (atoms in site order);
     pairs only from centres, so the other atoms are context (their own energies are not summed)."""
     float_type = torch.empty(0, dtype=dtype).numpy().dtype  # the pairs' shifts are written in it directly

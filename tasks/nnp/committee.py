@@ -100,12 +100,13 @@ class Committee(torch.nn.Module, SavedAsPayload):
         """(descriptor, every member's networks) where the members are evaluated on one descriptor
         and each gives its own (tasks.potential's capabilities); else None. The mean energy is then
         the members' mean network output."""
-        lead = self.members[0]
         if not self.evaluated_together or not all(callable(getattr(m, "descriptor_networks", None))
                                                   for m in self.members):
             return None
         given = [m.descriptor_networks() for m in self.members]
-        return lead.descriptor_networks()[0], [n for _, networks in given for n in networks]
+        if any(g is None for g in given):
+            return None
+        return given[0][0], [n for _, networks in given for n in networks]
 
     def member_outputs(self, batch: AtomsBatch, pairs: Pairs | None = None, *, forces: bool = True,
                        stress: bool = False) -> dict[str, torch.Tensor]:
