@@ -59,6 +59,7 @@ from tasks.mc.anneal import ChainStart, anneal_cell, start_occupation  # noqa: E
 from tasks.mc.chains import advance, new_chain  # noqa: E402
 from tasks.mc.energy import EnergyRequest, PotentialEnergy  # noqa: E402
 from tasks.mc.schedule import GeometricCycles, MoveSettings  # noqa: E402
+from tasks.mc.site_features import site_features_of  # noqa: E402
 from tasks.mc.sites import SiteLattice, site_pairs  # noqa: E402
 from tasks.nnp.batch import AtomsBatch  # noqa: E402
 from tasks.nnp.committee import Committee  # noqa: E402
@@ -114,17 +115,19 @@ def anneal_figures(potential, steps: int, rounds: int, n_chains: int = 16) -> di
     whole_cells = [EnergyRequest(c.occupation, c.cell, site_pairs(cell.sites, c.cell, model.cutoff_A, 1.0))
                    for c in first]
 
+    features = site_features_of(model)  # the engine's path for whole cells, if it keeps features
+
     def full_cells():
-        model.energies(cell.sites, whole_cells)
+        features.whole(cell.sites, whole_cells) if features is not None else model.energies(cell.sites, whole_cells)
 
     rng = np.random.default_rng(0)
-    touched = []  # per chain, the atoms a one-pair swap reaches
+    touched_numbers = []  # per chain, the atomic numbers of the atoms a one-pair swap reaches
     for chain, request in zip(first, whole_cells):
         mobile = np.flatnonzero(cell.sites.mobile)
         moved = [rng.choice(mobile[chain.occupation[mobile] != 0]), rng.choice(mobile[chain.occupation[mobile] == 0])]
         near = request.pairs.within_cutoff(np.array(moved), chain.cell)
-        touched.append(chain.occupation[near[chain.occupation[near] != 0]])
-    numbers = np.concatenate(touched)
+        touched_numbers.append(chain.occupation[near[chain.occupation[near] != 0]])
+    numbers = np.concatenate(touched_numbers)
     stacks = stacked_networks([member.atomic for member in potential.members])
     blocks = [torch.rand((int(np.count_nonzero(numbers == atomic_numbers[e])), stack.first_weight.shape[0]),
                          dtype=torch.float64) for e, stack in zip(potential.elements, stacks)]

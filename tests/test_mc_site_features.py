@@ -21,16 +21,9 @@ from tasks.nnp.graph import pair_vectors
 from tasks.nnp.model import BehlerParrinello, DescriptorSettings, ModelSettings
 from tasks.potential import load_potential
 from tests.test_mc_engine import MOS2_POTENTIAL, Z_CR, Z_MO, crs_chain_sites, full_energies_eV, mos2_chain_sites
+from tests.test_mc_engine import one_thread  # noqa: F401  (its autouse fixture: every test here on one thread)
 
 SKIN_A = 1.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def committee(elements: tuple[str, ...], **descriptor) -> Committee:
@@ -95,7 +88,7 @@ def test_features_after_each_swap_equal_the_descriptor_of_the_new_structure(syst
         new[arriving], new[leaving] = occupation[leaving], 0
         moved = np.concatenate([leaving, arriving])
         touched = pairs.within_cutoff(moved, cell)
-        (rows, energies), = model.swaps([SwapRequest(kept, occupation, new, moved, touched, cell, pairs)])
+        (rows, energies), = model.swaps([SwapRequest(kept, occupation, new, moved, touched)])
         kept.features[touched], kept.energies[touched] = rows, energies
         occupation = new
 
@@ -120,19 +113,22 @@ def test_the_kept_features_path_applies_only_where_its_energy_is_the_potentials(
     assert site_feature_model(load_potential(MOS2_POTENTIAL)) is None
 
 
-def test_the_engine_takes_the_same_steps_on_kept_features_as_on_the_general_path():
-    """Four chains, swaps of 1–3 pairs and cell moves at a temperature where both are often accepted:
-    the same occupations, cells and counters, energies to rounding, on both paths."""
+@pytest.mark.parametrize("skin_A, max_strain", [(1.0, 0.01), (0.05, 0.05)],
+                         ids=["pairs_kept", "pairs_found_afresh_after_cell_moves"])
+def test_the_engine_takes_the_same_steps_on_kept_features_as_on_the_general_path(skin_A, max_strain):
+    """Four chains, swaps of 1–3 pairs and cell moves at a temperature where both are often accepted
+    (with a thin skin and large strains, accepted cell moves bring site pairs found afresh): the same
+    occupations, cells and counters, energies to rounding, on both paths."""
     lattice, cell, occupation = crs_chain_sites((3, 3, 2), n_vacancies=12, seed=5)
     potential = committee(("S", "Cr"))
-    moves = MoveSettings(cell_move_fraction=0.2, max_strain=0.01, swap_groups=((0, 3),))
+    moves = MoveSettings(cell_move_fraction=0.2, max_strain=max_strain, swap_groups=((0, 3),))
     runs = []
     for kept_features in (True, False):
         model = PotentialEnergy(potential)
         if not kept_features:
             model.site_features = lambda: None
         chains = [new_chain(model, lattice, occupation, cell, seed=30 + k) for k in range(4)]
-        advance(model, lattice, chains, ConstantTemperature(3000.0, 60), moves, 60, skin_A=SKIN_A)
+        advance(model, lattice, chains, ConstantTemperature(3000.0, 60), moves, 60, skin_A=skin_A)
         runs.append(chains)
     for a, b in zip(*runs):
         assert a.accepted[0] >= 5 and a.accepted[1] >= 1

@@ -169,8 +169,7 @@ def advance(model: EnergyModel, lattice: SiteLattice, chains: list[ChainState], 
             touched = pairs[k].within_cutoff(proposal.sites, chain.cell)
             if features is not None:
                 plans.append(("features", len(swaps), touched))
-                swaps.append(SwapRequest(state[k], chain.occupation, proposal.occupation, proposal.sites, touched,
-                                         chain.cell, pairs[k]))
+                swaps.append(SwapRequest(state[k], chain.occupation, proposal.occupation, proposal.sites, touched))
             elif kept:
                 plans.append(("kept", len(requests), touched))
                 requests.append(EnergyRequest(proposal.occupation, chain.cell, pairs[k], touched))

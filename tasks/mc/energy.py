@@ -60,12 +60,11 @@ class PotentialEnergy:
         return self.site_energies(lattice, requests).sum(axis=1)
 
     def site_features(self):
-        """The kept-features path (tasks.mc.site_features) where the potential allows it, else None."""
+        """The kept-features path (tasks.mc.site_features) where the potential allows it, else None;
+        asked afresh at every call of the engine (the potential may have changed dtype since)."""
         from tasks.mc.site_features import site_feature_model
 
-        if not hasattr(self, "_site_features"):
-            self._site_features = site_feature_model(self.potential)
-        return self._site_features
+        return site_feature_model(self.potential)
 
     def site_energies(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> np.ndarray:
         """(requests, n_sites): the energy of each occupied centre of each request, 0 elsewhere."""
@@ -92,34 +91,38 @@ def centre_energies(potential, lattice: SiteLattice | None,
 def local_batch(lattice: SiteLattice | None, requests: Sequence[EnergyRequest], dtype: torch.dtype,
                 device) -> tuple[AtomsBatch, Pairs, np.ndarray, np.ndarray]:
     """One system per request: its centres and their occupied neighbours (atoms in site order);
-    pairs only from centres, so the other atoms are context (their own energies are not summed)."""
+    pairs only from centres, so the other atoms are context (their own energies are not summed).
+    On a CPU the pairs view this thread's scratch arrays: valid until its next ``local_batch``."""
     float_type = torch.empty(0, dtype=dtype).numpy().dtype  # the pairs' shifts are written in it directly
-    # scratch kept between calls (fresh arrays of this size cost page faults on every step); the
-    # pairs below view it, and are used up before this thread builds its next batch
+    centres = []
+    for request in requests:
+        is_centre = request.occupation != 0
+        if request.centres is not None:
+            wanted = np.zeros(len(is_centre), dtype=bool)
+            wanted[request.centres] = True
+            is_centre &= wanted
+        centres.append(is_centre)
+    # scratch kept between calls (fresh arrays of this size cost page faults on every step), sized
+    # by the centres' pairs
     workspace = thread_workspace()
-    upper = sum(len(r.pairs.j) for r in requests)
+    upper = sum(int(np.diff(r.pairs.segment)[c].sum()) for r, c in zip(requests, centres))
     pair_i, pair_j = workspace.array("mc_pair_i", (upper,), np.int64), workspace.array("mc_pair_j", (upper,), np.int64)
     pair_shift = workspace.array("mc_pair_shift", (upper, 3), float_type)
     pair_system = workspace.array("mc_pair_system", (upper,), np.int64)
     pairs_of_atom = np.zeros(sum((r.lattice or lattice).n_sites for r in requests), np.int64)
     positions, numbers, cells, n_atoms, centre_atoms, centre_sites = [], [], [], [], [], []
     n_pairs = offset = 0
-    for r, request in enumerate(requests):
+    for r, (request, is_centre) in enumerate(zip(requests, centres)):
         sites = request.lattice or lattice
-        is_centre = request.occupation != 0
-        if request.centres is not None:
-            wanted = np.zeros(sites.n_sites, dtype=bool)
-            wanted[request.centres] = True
-            is_centre &= wanted
-        atoms, centres, n_pairs = _centre_pairs(request.occupation, is_centre, request.pairs.segment,
-                                                request.pairs.j, request.pairs.shift, offset, r, pair_i, pair_j,
-                                                pair_shift, pair_system, pairs_of_atom, n_pairs)
+        atoms, centre_rows, n_pairs = _centre_pairs(request.occupation, is_centre, request.pairs.segment,
+                                                    request.pairs.j, request.pairs.shift, offset, r, pair_i, pair_j,
+                                                    pair_shift, pair_system, pairs_of_atom, n_pairs)
         positions.append(sites.fractional[atoms] @ request.cell)
         numbers.append(request.occupation[atoms])
         cells.append(request.cell)
         n_atoms.append(len(atoms))
-        centre_atoms.append(centres)
-        centre_sites.append(atoms[centres - offset])
+        centre_atoms.append(centre_rows)
+        centre_sites.append(atoms[centre_rows - offset])
         offset += len(atoms)
     batch = AtomsBatch.from_arrays(np.concatenate(positions), np.stack(cells), np.concatenate(numbers), n_atoms,
                                    [(r.lattice or lattice).pbc for r in requests], dtype, device)
@@ -137,7 +140,7 @@ def _centre_pairs(occupation, is_centre, segment, site_j, site_shift, offset, sy
     """Append one request's pairs from its centres to occupied sites from position ``n``, as batch
     atom indices (its atoms, the centres and those neighbours, numbered from ``offset`` in site
     order), counting them per centre atom. Returns the atoms' sites, the centres' atom indices and
-    the new end: one pass over the centres' pairs, where array operations took several."""
+    the new end: two passes over the centres' pairs, where array operations took several."""
     n_sites = len(occupation)
     in_system = is_centre.copy()
     for s in range(n_sites):

@@ -28,7 +28,7 @@ from ase.data import atomic_numbers
 from numba import njit
 
 from tasks.mc.energy import EnergyRequest, local_batch
-from tasks.mc.sites import SiteLattice, SitePairs, pair_vector
+from tasks.mc.sites import SiteLattice, SitePairs
 from tasks.mc.swap_kernel_source import swap_kernel_source
 from tasks.nnp.cpu_inference import kernel_features, kernel_shape, thread_workspace
 from tasks.nnp.cpu_kernels import generated_module
@@ -67,13 +67,13 @@ class KeptFeatures:
 
 @dataclass(frozen=True, eq=False)
 class SwapRequest:
+    """A swap of one chain, whose features, energies, cell and site pairs are ``kept``'s."""
+
     kept: KeptFeatures
     occupation: np.ndarray  # before the swap
     new_occupation: np.ndarray
     moved: np.ndarray  # the sites whose occupant changed
-    touched: np.ndarray  # sorted: the moved sites and every site within the cutoff of one
-    cell: np.ndarray
-    pairs: SitePairs
+    touched: np.ndarray  # sorted: the moved sites and every site within the cutoff of one (in kept.cell)
 
 
 class SiteFeatureModel:
@@ -83,37 +83,39 @@ class SiteFeatureModel:
         s = self.settings = descriptor.settings
         p = descriptor.symmetry
         self.descriptor = descriptor
-        self.stacks = stacked_networks(list(networks))
+        self.networks = list(networks)
         self.cutoff_A = float(max(s.radial_cutoff_A, s.angular_cutoff_A))
-        self.n_m = len(s.radial_m)
         self.n_radial = s.n_radial
         self.width = len(s.angular_m) * len(s.lambdas) * len(s.zetas)
         self.radial_cutoff_A, self.angular_cutoff_A = float(s.radial_cutoff_A), float(s.angular_cutoff_A)
         self.angular_eta = np.array(p.angular_eta_per_A2, dtype=np.float64)
         self.pair_type = np.ascontiguousarray(p.pair_type, dtype=np.int64)
-        self.kernels = generated_module(swap_kernel_source(kernel_shape(p, torch.float64), self.n_m))
+        self.kernels = generated_module(swap_kernel_source(kernel_shape(p, torch.float64)))
         self.element_of_z = np.full(119, -1, dtype=np.int64)
         for e, symbol in enumerate(s.elements):
             self.element_of_z[atomic_numbers[symbol]] = e
 
-    def elements(self, occupation: np.ndarray) -> np.ndarray:
-        """(n_sites,) element index of each site's occupant, −1 for a vacancy (atomic number 0)."""
+    def element_index(self, occupation: np.ndarray) -> np.ndarray:
+        """(n_sites,) index in the descriptor's elements of each site's occupant, −1 for a vacancy
+        (atomic number 0). Occupations must have passed ``check_elements``."""
         return self.element_of_z[occupation]
 
     def check_elements(self, occupation: np.ndarray) -> None:
-        unknown = sorted(set(occupation[self.elements(occupation) < 0].tolist()) - {0})
+        known = (occupation >= 0) & (occupation < len(self.element_of_z))
+        unknown = set(occupation[~known].tolist())
+        unknown |= set(occupation[known][self.element_of_z[occupation[known]] < 0].tolist()) - {0}
         if unknown:
-            raise ValueError(f"the model knows {self.settings.elements}, not atomic numbers {unknown}")
+            raise ValueError(f"the model knows {self.settings.elements}, not atomic numbers {sorted(unknown)}")
 
     def table(self, pairs: SitePairs, cell: np.ndarray) -> AngularTable:
-        return AngularTable(*_angular_table(pairs.segment, pairs.j, pairs.fractional_i, pairs.fractional_j,
+        return AngularTable(*self.kernels.angular_table(pairs.segment, pairs.j, pairs.fractional_i, pairs.fractional_j,
                                             pairs.shift, np.asarray(cell, dtype=np.float64), self.angular_cutoff_A,
                                             self.angular_eta))
 
     def whole(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> list[KeptFeatures]:
         """Features and site energies of whole configurations (``centres`` None), by the compiled
         descriptor kernels (each configuration's angular table is made when a swap first needs it)."""
-        for request in requests:  # a swap keeps the elements a chain has: checked here, once
+        for request in requests:  # swaps only move a chain's atoms: their elements are checked here
             self.check_elements(request.occupation)
         batch, pairs, atoms, sites = local_batch(lattice, requests, torch.float64, "cpu")
         species = torch.as_tensor(self.element_of_z[batch.numbers.numpy()])
@@ -134,16 +136,17 @@ class SiteFeatureModel:
 
     def swap_rows(self, request: SwapRequest) -> np.ndarray:
         """The new features (len(touched), F) of the touched sites after the swap (zero where vacant)."""
+        kept = request.kept
+        moved = np.unique(np.asarray(request.moved, dtype=np.int64))  # a site twice would add its terms twice
         changed = np.zeros(len(request.occupation), dtype=np.bool_)
-        changed[request.moved] = True
-        out = np.empty((len(request.touched), request.kept.features.shape[1]))
-        pairs, table = request.pairs, request.kept.table
-        self.kernels.swap_rows(request.touched, np.asarray(request.moved, dtype=np.int64), changed,
-                               self.elements(request.occupation), self.elements(request.new_occupation),
-                               request.kept.features, pairs.segment, pairs.j, pairs.fractional_i, pairs.fractional_j,
-                               pairs.shift, np.asarray(request.cell, dtype=np.float64), table.segment, table.site,
-                               table.unit, table.q, self.radial_cutoff_A, self.pair_type, self.n_radial, self.width,
-                               out)
+        changed[moved] = True
+        out = np.empty((len(request.touched), kept.features.shape[1]))
+        pairs, table = kept.pairs, kept.table
+        self.kernels.swap_rows(request.touched, moved, changed, self.element_index(request.occupation),
+                               self.element_index(request.new_occupation), kept.features, pairs.segment, pairs.j,
+                               pairs.fractional_i, pairs.fractional_j, pairs.shift,
+                               np.asarray(kept.cell, dtype=np.float64), table.segment, table.site, table.unit,
+                               table.q, self.radial_cutoff_A, self.pair_type, self.n_radial, self.width, out)
         return out
 
     def swaps(self, requests: Sequence[SwapRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -152,7 +155,7 @@ class SiteFeatureModel:
         if not requests:
             return []
         rows = [self.swap_rows(r) for r in requests]
-        elements = [self.elements(r.new_occupation[r.touched]) for r in requests]
+        elements = [self.element_index(r.new_occupation[r.touched]) for r in requests]
         flat_rows, flat_elements = np.concatenate(rows), np.concatenate(elements)
         occupied = flat_elements >= 0
         energies = np.zeros(len(flat_rows))
@@ -161,10 +164,12 @@ class SiteFeatureModel:
         return [(rows[k], energies[bounds[k]:bounds[k + 1]]) for k in range(len(requests))]
 
     def energies(self, rows: np.ndarray, elements: np.ndarray) -> np.ndarray:
-        """Site energies of feature rows (the members' mean), each by its element's networks."""
+        """Site energies of feature rows (the mean over the networks, one per committee member),
+        each by its element's networks."""
         out = np.zeros(len(rows))
         with torch.no_grad():
-            for e, stack in enumerate(self.stacks):
+            # stacked_networks again at every call: it rebuilds after a change of weights, else is cached
+            for e, stack in enumerate(stacked_networks(self.networks)):
                 mine = np.flatnonzero(elements == e)
                 if len(mine):
                     out[mine] = stack.energies(torch.from_numpy(rows[mine])).mean(dim=0).numpy()
@@ -190,38 +195,8 @@ def site_feature_model(potential) -> SiteFeatureModel | None:
     return SiteFeatureModel(descriptor, networks)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def cutoff_function(r, r_c):
     """f_c = tanh³(1 − r/r_c) inside r_c (tasks.nnp.descriptor_terms.cutoff_and_slope)."""
     t = np.tanh(max(1.0 - r / r_c, 0.0))
     return t * t * t
-
-
-@njit(cache=True)
-def _angular_table(segment, site_j, fractional_i, fractional_j, shift, cell, r_c, etas):
-    """AngularTable's arrays for every site: its pairs (site pair list) within r_c, in list order."""
-    n_sites = len(segment) - 1
-    keep = np.zeros(len(site_j), np.bool_)
-    r = np.empty(len(site_j))
-    for p in range(len(site_j)):
-        x, y, z = pair_vector(p, fractional_i, fractional_j, shift, cell)
-        r[p] = np.sqrt(x * x + y * y + z * z)
-        keep[p] = r[p] < r_c
-    n = np.count_nonzero(keep)
-    table_segment = np.zeros(n_sites + 1, np.int64)
-    site = np.empty(n, np.int64)
-    unit = np.empty((n, 3))
-    q = np.empty((n, len(etas)))
-    row = 0
-    for s in range(n_sites):
-        for p in range(segment[s], segment[s + 1]):
-            if keep[p]:
-                x, y, z = pair_vector(p, fractional_i, fractional_j, shift, cell)  # again: cheaper than keeping it
-                site[row] = site_j[p]
-                unit[row, 0], unit[row, 1], unit[row, 2] = x / r[p], y / r[p], z / r[p]
-                fc = cutoff_function(r[p], r_c)
-                for e in range(len(etas)):
-                    q[row, e] = np.exp(-etas[e] * r[p] * r[p]) * fc
-                row += 1
-        table_segment[s + 1] = row
-    return table_segment, site, unit, q

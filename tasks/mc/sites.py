@@ -43,13 +43,6 @@ class SitePairs:
     fractional_i: np.ndarray  # (P, 3) fractional coordinates of each pair's sites, for distances in any cell
     fractional_j: np.ndarray
 
-    def of_sites(self, sites: np.ndarray) -> np.ndarray:
-        """Indices of every pair centred on ``sites`` (sorted), in site order."""
-        starts, stops = self.segment[sites], self.segment[sites + 1]
-        lengths = stops - starts
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        return np.arange(int(lengths.sum())) + offsets
-
     def within_cutoff(self, sites: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """``sites`` and every site within the cutoff of one of them in ``cell`` (sorted, unique):
         the atoms whose energies a change on ``sites`` can change."""
