@@ -108,9 +108,10 @@ class SiteFeatureModel:
             raise ValueError(f"the model knows {self.settings.elements}, not atomic numbers {sorted(unknown)}")
 
     def table(self, pairs: SitePairs, cell: np.ndarray) -> AngularTable:
-        return AngularTable(*self.kernels.angular_table(pairs.segment, pairs.j, pairs.fractional_i, pairs.fractional_j,
-                                            pairs.shift, np.asarray(cell, dtype=np.float64), self.angular_cutoff_A,
-                                            self.angular_eta))
+        return AngularTable(*self.kernels.angular_table(pairs.segment, pairs.j, pairs.fractional_i,
+                                                        pairs.fractional_j, pairs.shift,
+                                                        np.asarray(cell, dtype=np.float64), self.angular_cutoff_A,
+                                                        self.angular_eta))
 
     def whole(self, lattice: SiteLattice, requests: Sequence[EnergyRequest]) -> list[KeptFeatures]:
         """Features and site energies of whole configurations (``centres`` None), by the compiled

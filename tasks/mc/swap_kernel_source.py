@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from functools import lru_cache
 
 from tasks.nnp.kernel_source import _OPTIONS, KernelShape, _powers
 
 
+@lru_cache(maxsize=None)  # once per process: the digest reads the helpers' source files
 def swap_kernel_source(shape: KernelShape) -> str:
     # numba's on-disk cache does not see changes to functions of other files: the digest of the
     # helpers this module imports is part of its text, so a changed helper makes a new module
